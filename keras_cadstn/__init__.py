@@ -1,0 +1,26 @@
+"""keras_cadstn: CADSTN 3D hand pose estimation from depth images with Keras 3.
+
+Model builders are imported lazily so ``import keras_cadstn`` (e.g. for the data tools) does not
+load Keras until a model is needed.
+"""
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_baseline_network": "keras_cadstn.models", "build_sliced3d_network": "keras_cadstn.models",
+    "build_spatial_network": "keras_cadstn.models", "build_temporal_network": "keras_cadstn.models",
+    "build_temporal_stream": "keras_cadstn.models", "build_fusion_network": "keras_cadstn.models",
+    "build_cadstn": "keras_cadstn.models", "get_submodel": "keras_cadstn.models",
+    "spatial_inference_model": "keras_cadstn.models", "CADSTNConfig": "keras_cadstn.models",
+    "make_dataset": "keras_cadstn.data", "load_bundle": "keras_cadstn.bundle",
+    "save_bundle": "keras_cadstn.bundle",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'keras_cadstn' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY) + ["__version__"]

@@ -1,0 +1,5 @@
+"""Sub-commands of ``cadstn`` beyond the data tools (train, eval, demo, export)."""
+
+
+def add_parsers(sub):
+    pass

@@ -1,0 +1,52 @@
+"""Fusion Network and the whole CADSTN model (Algorithm 1's third stage)."""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from keras_cadstn.models.blocks import crop_input, regression_network
+from keras_cadstn.models.config import CADSTNConfig
+from keras_cadstn.models.layers import FrozenSubmodel, GatedFusion
+from keras_cadstn.models.spatial import build_spatial_network
+from keras_cadstn.models.temporal import build_temporal_network
+
+
+def build_gate_network(config: CADSTNConfig) -> keras.Model:
+    """Baseline-shaped network on the depth crop ending in a sigmoid: w1 in (0, 1)^{3K}."""
+    return regression_network(config, "gate_network", activation="sigmoid")
+
+
+def build_fusion_network(spatial: keras.Model, temporal: keras.Model,
+                         config: CADSTNConfig = CADSTNConfig(), with_weights: bool = False) -> keras.Model:
+    """Clips (B, T, M, M, 1) -> J_out (B, T, 3K) = w1 * J_temp + (1 - w1) * J_spa.
+
+    The spatial and temporal networks are wrapped frozen (no training, dropout off); only the gate
+    trains. ``with_weights`` also returns w1 (B, T, 3K).
+    """
+    clips = crop_input(config, name="clip", time=True)
+    output_key = "joints" if isinstance(spatial.output, dict) else None
+    j_spa = FrozenSubmodel(spatial, per_frame=True, output_key=output_key, name="frozen_spatial")(clips)
+    j_temp = FrozenSubmodel(temporal, name="frozen_temporal")(clips)
+    w1 = layers.TimeDistributed(build_gate_network(config), name="gate")(clips)
+    j_out = GatedFusion(name="joints")([w1, j_temp, j_spa])
+    return keras.Model(clips, [j_out, w1] if with_weights else j_out, name="cadstn")
+
+
+def build_cadstn(num_joints: int = 14, image_size: int = 128, num_slices: int = 8, seq_len: int = 16,
+                 config: CADSTNConfig | None = None, **overrides) -> keras.Model:
+    """The whole CADSTN over a clip: (B, T, M, M, 1) -> (B, T, 3K), freshly initialised.
+
+    Its sub-models are reachable by name for their own stages: ``get_submodel(model, "spatial_network")``
+    (the training model with auxiliary outputs), ``"temporal_network"`` and ``"gate_network"``.
+    """
+    config = config or CADSTNConfig(num_joints=num_joints, image_size=image_size,
+                                    num_slices=num_slices, seq_len=seq_len, **overrides)
+    return build_fusion_network(build_spatial_network(config), build_temporal_network(config), config)
+
+
+def get_submodel(cadstn: keras.Model, name: str) -> keras.Model:
+    """'spatial_network', 'temporal_network' or 'gate_network' of a CADSTN model (not a copy)."""
+    where = {"spatial_network": "frozen_spatial", "temporal_network": "frozen_temporal", "gate_network": "gate"}
+    if name not in where:
+        raise ValueError(f"unknown sub-model {name!r}; expected one of {sorted(where)}")
+    return cadstn.get_layer(where[name]).layer

@@ -1,0 +1,81 @@
+"""The few custom layers the networks need; registered, with complete configs (no Lambda)."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_cadstn.preprocessing import slice_volume
+
+PACKAGE = "keras_cadstn"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SliceVolume(keras.layers.Layer):
+    """Normalised depth crop (..., M, M, 1) -> sliced 3D volume (..., M, M, L), inside the model."""
+
+    def __init__(self, num_slices: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.num_slices = num_slices
+
+    def call(self, crop):
+        return slice_volume(crop, self.num_slices)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_slices,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_slices": self.num_slices}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GatedFusion(keras.layers.Layer):
+    """J_out = w1 * J_temp + (1 - w1) * J_spa, per coordinate (w2 = 1 - w1)."""
+
+    def call(self, inputs):
+        w1, j_temporal, j_spatial = inputs
+        return w1 * j_temporal + (1.0 - w1) * j_spatial
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[1]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FrozenSubmodel(keras.layers.Wrapper):
+    """A trained sub-network used frozen: its weights are not trained and it always runs in
+    inference mode (dropout off), whatever the outer model's ``training`` flag.
+
+    ``per_frame``: apply a single-frame model to every frame of (B, T, ...) input.
+    ``output_key``: for a multi-output model (the spatial training model), the output to use.
+    """
+
+    def __init__(self, layer, per_frame: bool = False, output_key: str | None = None, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.per_frame, self.output_key = per_frame, output_key
+        self.layer.trainable = False
+        self.trainable = False
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(tuple(input_shape[1:]) if self.per_frame else input_shape)
+        self.built = True
+
+    def _select(self, out):
+        return out[self.output_key] if self.output_key is not None else out
+
+    def call(self, inputs, training=None):
+        if not self.per_frame:
+            return self._select(self.layer(inputs, training=False))
+        shape = ops.shape(inputs)
+        frames = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
+        out = self._select(self.layer(frames, training=False))
+        return ops.reshape(out, (shape[0], shape[1]) + tuple(out.shape[1:]))
+
+    def compute_output_shape(self, input_shape):
+        if self.per_frame:
+            spec = keras.KerasTensor((None,) + tuple(input_shape[2:]))
+            out = self._select(self.layer.compute_output_spec(spec))
+            return tuple(input_shape[:2]) + tuple(out.shape[1:])
+        return tuple(self._select(self.layer.compute_output_spec(keras.KerasTensor(input_shape))).shape)
+
+    def get_config(self):
+        return {**super().get_config(), "per_frame": self.per_frame, "output_key": self.output_key}

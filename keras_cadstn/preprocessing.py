@@ -1,0 +1,151 @@
+"""DeepPrior-style hand pre-processing: centre of mass, cube crop, depth and joint normalisation,
+and the sliced 3D volume (ARCHITECTURE.md, "Pre-processing").
+
+Everything here is NumPy on one frame, except ``slice_volume``, which is written with ``keras.ops``
+so the same function runs inside tf.data, inside a model and on every Keras backend.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from keras_cadstn.camera import Camera
+from keras_cadstn.errors import DataError, NoHandError
+
+# Normalised value of "no hand here": the far plane of the cube. Hand pixels are strictly below it.
+BACKGROUND = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CropInfo:
+    """What is needed to map a crop and its normalised joints back to the camera (mm)."""
+
+    center_uvd: np.ndarray  # (3,) u, v in pixels, d in mm
+    center_xyz: np.ndarray  # (3,) mm
+    cube: np.ndarray  # (3,) mm, full edge lengths
+    transform: np.ndarray  # (3, 3) image pixel (u, v, 1) -> crop pixel (col, row, 1)
+
+
+def _cube_box(center_uvd, cube, camera: Camera):
+    """Half width/height in pixels of the cube's x/y extent projected at the centre's depth."""
+    z = center_uvd[2]
+    return camera.fx * cube[0] / 2.0 / z, camera.fy * cube[1] / 2.0 / z
+
+
+def _pixels_in_cube(depth_mm, center_uvd, cube, camera):
+    """(u, v, d) of the pixels whose position and depth lie in the cube around ``center_uvd``."""
+    hw, hh = _cube_box(center_uvd, cube, camera)
+    h, w = depth_mm.shape
+    u0, u1 = max(int(np.floor(center_uvd[0] - hw)), 0), min(int(np.ceil(center_uvd[0] + hw)) + 1, w)
+    v0, v1 = max(int(np.floor(center_uvd[1] - hh)), 0), min(int(np.ceil(center_uvd[1] + hh)) + 1, h)
+    if u0 >= u1 or v0 >= v1:
+        return np.zeros((0, 3))
+    patch = depth_mm[v0:v1, u0:u1]
+    inside = (patch > 0) & (np.abs(patch - center_uvd[2]) <= cube[2] / 2.0)
+    vs, us = np.nonzero(inside)
+    return np.stack([us + u0, vs + v0, patch[vs, us]], axis=-1).astype(np.float64)
+
+
+def hand_center(depth_mm, reference_uvd, cube, camera: Camera, refinements: int = 1,
+                where: str = "frame") -> np.ndarray:
+    """Centre of mass (uvd) of the depth pixels inside the cube around ``reference_uvd``.
+
+    The mean is taken once around the reference point and then ``refinements`` more times around
+    the previous result (ARCHITECTURE.md: "repeat once"). Raises ``NoHandError`` naming ``where``
+    when no pixel lies in the cube.
+    """
+    center = np.asarray(reference_uvd, dtype=np.float64)
+    cube = np.asarray(cube, dtype=np.float64)
+    if not np.all(np.isfinite(center)) or center[2] <= 0:
+        raise DataError(f"{where}: reference point {center.tolist()} must be finite with depth > 0 mm")
+    for _ in range(1 + refinements):
+        pts = _pixels_in_cube(depth_mm, center, cube, camera)
+        if len(pts) == 0:
+            raise NoHandError(
+                f"{where}: no depth pixel within the {cube.tolist()} mm cube around "
+                f"uvd {np.round(center, 1).tolist()}: no hand to crop")
+        center = pts.mean(axis=0)
+    return center
+
+
+def crop_transform(center_uvd, cube, camera: Camera, size: int) -> np.ndarray:
+    """3x3 affine map from image pixels to crop pixels; the centre lands on the crop's middle."""
+    hw, hh = _cube_box(center_uvd, cube, camera)
+    sx, sy = size / (2.0 * hw), size / (2.0 * hh)
+    mid = (size - 1) / 2.0
+    return np.array([[sx, 0.0, mid - sx * center_uvd[0]],
+                     [0.0, sy, mid - sy * center_uvd[1]],
+                     [0.0, 0.0, 1.0]])
+
+
+def crop_and_normalize(depth_mm, center_uvd, cube, camera: Camera, size: int = 128):
+    """Cut the cube's square around the centre, resize it to size x size (nearest neighbour) and map
+    depth to [-1, 1]: (d - zc) / (cube_z / 2); no reading or outside the cube's depth -> +1."""
+    cube = np.asarray(cube, dtype=np.float64)
+    t = crop_transform(center_uvd, cube, camera, size)
+    idx = np.arange(size)
+    cols = np.rint((idx - t[0, 2]) / t[0, 0]).astype(np.int64)
+    rows = np.rint((idx - t[1, 2]) / t[1, 1]).astype(np.int64)
+    h, w = depth_mm.shape
+    col_ok, row_ok = (cols >= 0) & (cols < w), (rows >= 0) & (rows < h)
+    crop = depth_mm[np.clip(rows, 0, h - 1)[:, None], np.clip(cols, 0, w - 1)[None, :]]
+    crop = np.where(row_ok[:, None] & col_ok[None, :], crop, 0.0)
+    half_z, zc = cube[2] / 2.0, center_uvd[2]
+    in_band = (crop > 0) & (np.abs(crop - zc) <= half_z)
+    normalised = np.where(in_band, (crop - zc) / half_z, BACKGROUND).astype(np.float32)
+    return normalised, t
+
+
+def normalize_joints(joints_xyz, center_xyz, cube) -> np.ndarray:
+    """mm -> cube-normalised: (xyz - centre) / (cube / 2)."""
+    return (np.asarray(joints_xyz, np.float64) - center_xyz) / (np.asarray(cube, np.float64) / 2.0)
+
+
+def denormalize_joints(joints_norm, center_xyz, cube) -> np.ndarray:
+    """Inverse of ``normalize_joints``: cube-normalised -> mm. Broadcasts over leading axes."""
+    cube = np.asarray(cube, np.float64)
+    return np.asarray(joints_norm, np.float64) * (cube / 2.0) + np.asarray(center_xyz, np.float64)
+
+
+def preprocess_frame(depth_mm, reference_uvd, cube, camera: Camera, size: int = 128,
+                     where: str = "frame"):
+    """Raw depth (mm) + reference point -> (normalised crop (size, size) float32, CropInfo)."""
+    depth_mm = np.asarray(depth_mm)
+    if depth_mm.shape != (camera.height, camera.width):
+        raise DataError(f"{where}: depth image has shape {depth_mm.shape}, expected "
+                        f"({camera.height}, {camera.width}) for this camera")
+    if not np.issubdtype(depth_mm.dtype, np.number) or np.isnan(depth_mm).any():
+        raise DataError(f"{where}: depth image must be numeric mm without NaN "
+                        f"(use 0 for 'no reading')")
+    cube = np.asarray(cube, dtype=np.float64)
+    center = hand_center(depth_mm, reference_uvd, cube, camera, where=where)
+    crop, t = crop_and_normalize(depth_mm, center, cube, camera, size)
+    return crop, CropInfo(center_uvd=center, center_xyz=camera.uvd_to_xyz(center), cube=cube,
+                          transform=t)
+
+
+def slice_volume(crop, num_slices: int = 8):
+    """Sliced 3D volume of normalised crops: (..., M, M, 1) -> (..., M, M, L) of 0/1.
+
+    Hand pixels are those below the background value (+1). Over each crop's hand pixels,
+    Dmin/Dmax split into L equal slices; pixel d goes to slice floor((d - Dmin)/(Dmax - Dmin) * L),
+    clipped to L - 1. One depth value: every hand pixel in slice 0. No hand pixel: all zero.
+    """
+    from keras import ops
+
+    crop = ops.convert_to_tensor(crop)
+    is_hand = ops.less(crop, BACKGROUND)
+    pixel_axes = (-3, -2, -1)
+    big = ops.cast(3.0, crop.dtype)  # any value above every hand pixel and the background
+    d_min = ops.min(ops.where(is_hand, crop, big), axis=pixel_axes, keepdims=True)
+    d_max = ops.max(ops.where(is_hand, crop, -big), axis=pixel_axes, keepdims=True)
+    # A crop without hand pixels has d_min > d_max; one depth value has d_min == d_max. Both give
+    # a zero or negative span, replaced by 1 so the division is safe and every hand pixel goes to 0.
+    span = d_max - d_min
+    span = ops.where(span > 0, span, ops.ones_like(span))
+    index = ops.floor((crop - d_min) / span * num_slices)
+    index = ops.clip(index, 0, num_slices - 1)
+    index = ops.cast(ops.squeeze(index, axis=-1), "int32")
+    volume = ops.one_hot(index, num_slices, dtype=crop.dtype)
+    return volume * ops.cast(is_hand, crop.dtype)

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_cadstn",
+    version="0.1.0",
+    description="CADSTN (Context-Aware Deep Spatio-Temporal Network) 3D hand pose estimation "
+                "from depth images, in TensorFlow / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_cadstn", "keras_cadstn.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # TF 2.21 brings Keras 3; tensorflow-addons is NOT used (end of life, breaks with TF >= 2.16).
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10",
+        "numpy>=1.26",
+        "scipy>=1.11",  # NYU's joint_data.mat
+        "h5py>=3.10",  # MATLAB v7.3 label files
+        "opencv-python-headless>=4.9",  # PNG I/O without GUI libraries
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "export": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18", "ai-edge-litert>=2.0"],
+        "test": ["pytest>=8", "jax[cpu]>=0.4.30", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18",
+                 "ai-edge-litert>=2.0"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
+    entry_points={"console_scripts": ["cadstn=keras_cadstn.cli:main"]},
+)
