@@ -91,11 +91,13 @@ def _warp(crop, matrix, shift, image_size):
         fill_value=1.0, interpolation="NEAREST", fill_mode="CONSTANT")
 
 
-def augment_example(ex: dict, seed, image_size: int, paper: bool = True, affine: RandomAffine | None = None) -> dict:
+def augment_example(ex: dict, seed, image_size: int, paper: bool = True, affine: RandomAffine | None = None,
+                    choice=None) -> dict:
     """The same random transform for the crop(s) and joints of one example (a frame or a window).
 
     ``paper``: with probability 1/2 one of rot +-90, rot 180, flip H/V (the data set "doubles" in
     expectation, as the paper's one extra copy per image). ``affine``: extra random rotation/scale/shift.
+    ``choice``: force DISCRETE_TRANSFORMS[choice] instead of drawing it.
     """
     ex = dict(ex)
     seeds = tf.random.experimental.stateless_split(seed, 4)
@@ -103,7 +105,7 @@ def augment_example(ex: dict, seed, image_size: int, paper: bool = True, affine:
     if paper:
         keep = tf.random.stateless_uniform([], seeds[0]) < 0.5
         which = tf.random.stateless_uniform([], seeds[1], minval=1, maxval=6, dtype=tf.int32)
-        choice = tf.where(keep, 0, which)
+        choice = tf.where(keep, 0, which) if choice is None else tf.constant(choice, tf.int32)
         matrix = tf.gather(tf.constant(DISCRETE_TRANSFORMS, tf.float32), choice)
         crop = ex["crop"] if ex["crop"].shape.rank == 4 else ex["crop"][None]
         crop = _discrete_image_op(crop, choice)
@@ -155,9 +157,9 @@ def make_dataset(pattern: str, mode: str = "frames", seq_len: int = 16, batch_si
     consecutive frames of one sequence, (B, T, M, M, 1) and (B, T, 3K); ``window_shift`` frames
     between window starts (default seq_len: non-overlapping). ``output_names`` turns the target into
     a dict with the same joints under each name (for multi-output models). ``include_meta`` adds
-    centre/cube/joints_xyz/ids for mapping predictions back to mm. Files are read in order (and
-    interleaved shard by shard), so the dataset is deterministic for a given ``seed`` and shards
-    with tf.distribute's FILE auto-shard policy.
+    centre/cube/joints_xyz/ids for mapping predictions back to mm. Without ``shuffle`` frames come in
+    recorded order; with it, shards are interleaved. The dataset is deterministic for a given
+    ``seed`` and starts from the file list, so tf.distribute's FILE auto-shard policy applies.
     """
     if mode not in ("frames", "sequences"):
         raise ValueError(f"mode must be 'frames' or 'sequences', got {mode!r}")
@@ -178,8 +180,11 @@ def make_dataset(pattern: str, mode: str = "frames", seq_len: int = 16, batch_si
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(per_file, cycle_length=min(len(files), 4), num_parallel_calls=AUTOTUNE,
-                       deterministic=True)
+    if shuffle:  # mix shards for training
+        ds = ds.interleave(per_file, cycle_length=min(len(files), 4), num_parallel_calls=AUTOTUNE,
+                           deterministic=True)
+    else:  # keep the recorded frame order (evaluation: predictions in test order)
+        ds = ds.flat_map(per_file)
     if cache:
         ds = ds.cache()
     if shuffle:

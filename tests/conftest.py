@@ -1,0 +1,36 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SMALL = 32  # crop size used by the fast tests
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic set in the NYU on-disk format: 2 train sequences, 1 test sequence."""
+    from keras_cadstn.data.synthetic import write_synthetic_nyu
+    root = str(tmp_path_factory.mktemp("synth"))
+    write_synthetic_nyu(root, frames_per_sequence=40, train_sequences=2, test_sequences=1, seed=3,
+                        progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_records(synth_root, tmp_path_factory):
+    """The synthetic set converted to 32x32 TFRecords (train: 3 shards, test: 1)."""
+    from keras_cadstn.data.nyu import load_nyu
+    from keras_cadstn.data.tfrecord import convert_split
+    out = str(tmp_path_factory.mktemp("records"))
+    for split, shards in (("train", 3), ("test", 1)):
+        convert_split(load_nyu(synth_root, split), os.path.join(out, split), shards=shards,
+                      image_size=SMALL, progress=False)
+    return out
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from keras_cadstn.camera import ICVL_CAMERA, NYU_CAMERA, Camera
+from keras_cadstn.errors import DataError, NoHandError
+from keras_cadstn.preprocessing import (BACKGROUND, crop_and_normalize, denormalize_joints, hand_center,
+                                        normalize_joints, preprocess_frame, slice_volume)
+
+
+def test_uvd_to_xyz_hand_computed():
+    # u = cx + 58.803 px at 500 mm: x = 58.803 * 500 / 588.03 = 50 mm; v = cy - 117.414: y = -100 mm
+    xyz = NYU_CAMERA.uvd_to_xyz([320 + 58.803, 240 - 117.414, 500])
+    np.testing.assert_allclose(xyz, [50.0, -100.0, 500.0], atol=1e-9)
+    # ICVL: u = 160 + 241.42 at 1000 mm -> x = 1000 mm
+    np.testing.assert_allclose(ICVL_CAMERA.uvd_to_xyz([401.42, 120, 1000]), [1000, 0, 1000], atol=1e-9)
+
+
+def test_uvd_xyz_round_trip_vectorised(rng):
+    uvd = np.stack([rng.uniform(0, 640, (7, 14)), rng.uniform(0, 480, (7, 14)), rng.uniform(300, 900, (7, 14))], -1)
+    np.testing.assert_allclose(NYU_CAMERA.xyz_to_uvd(NYU_CAMERA.uvd_to_xyz(uvd)), uvd, atol=1e-9)
+    with pytest.raises(ValueError, match="z > 0"):
+        NYU_CAMERA.xyz_to_uvd([[0, 0, 0]])
+
+
+def test_joint_normalisation_round_trip_1e4_mm(rng):
+    xyz = rng.uniform(-200, 800, (5, 14, 3))
+    center, cube = np.array([10.0, -20.0, 550.0]), np.array([300.0, 300.0, 300.0])
+    norm = normalize_joints(xyz, center, cube)
+    np.testing.assert_allclose(norm[0, 0], (xyz[0, 0] - center) / 150.0)
+    assert np.abs(denormalize_joints(norm, center, cube) - xyz).max() < 1e-4
+    # the float32 a model sees still goes back within 1e-4 mm for joints inside the cube
+    inside = center + rng.uniform(-150, 150, (100, 3))
+    back = denormalize_joints(normalize_joints(inside, center, cube).astype(np.float32), center, cube)
+    assert np.abs(back - inside).max() < 1e-4
+
+
+def _block_image(depth=500.0, u=(300, 340), v=(220, 260)):
+    img = np.zeros((480, 640), np.float32)
+    img[v[0]:v[1], u[0]:u[1]] = depth
+    img[0:50, 0:50] = 2000.0  # far clutter, outside every cube
+    return img
+
+
+def test_hand_center_is_centre_of_mass_of_pixels_in_cube():
+    img = _block_image()
+    c = hand_center(img, [325, 245, 520], (300, 300, 300), NYU_CAMERA)
+    np.testing.assert_allclose(c, [319.5, 239.5, 500.0])  # mean of 300..339 and 220..259
+
+
+def test_hand_center_no_hand_raises_naming_the_frame():
+    with pytest.raises(NoHandError, match="frame 7"):
+        hand_center(np.zeros((480, 640)), [320, 240, 500], (300, 300, 300), NYU_CAMERA, where="frame 7")
+
+
+def test_crop_normalises_depth_and_background():
+    img = _block_image(depth=530.0)
+    img[234:246, 314:326] = 0.0  # a hole in the hand (12 px, > 5.5 px per crop pixel): no reading
+    crop, t = crop_and_normalize(img, np.array([320.0, 240.0, 500.0]), np.array([300.0] * 3), NYU_CAMERA, 64)
+    assert crop.shape == (64, 64) and crop.dtype == np.float32
+    # the cube is 588.03 * 300 / 500 = 352.8 px wide: 64 / 352.8 crop px per image px
+    np.testing.assert_allclose(t[0, 0], 64 / (588.03 * 300 / 500))
+    np.testing.assert_allclose(t @ [320, 240, 1], [31.5, 31.5, 1])  # centre -> middle of the crop
+    hand = crop < BACKGROUND
+    np.testing.assert_allclose(crop[hand], (530 - 500) / 150.0, rtol=1e-6)
+    assert crop[0, 0] == BACKGROUND and hand.sum() > 0
+    col, row = np.rint(t @ [320, 240, 1])[:2].astype(int)
+    assert crop[row, col] == BACKGROUND
+
+
+def test_preprocess_frame_bad_input():
+    img = _block_image()
+    with pytest.raises(DataError, match=r"expected \(480, 640\)"):
+        preprocess_frame(img[:100], [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
+    bad = img.copy()
+    bad[5, 5] = np.nan
+    with pytest.raises(DataError, match="x.png.*NaN"):
+        preprocess_frame(bad, [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
+
+
+def test_camera_in_metres():
+    cam = Camera(588.03, 587.07, 320, 240, 640, 480, depth_unit_mm=1000.0)
+    np.testing.assert_allclose(cam.to_mm(np.array([0.5, 0.0])), [500.0, 0.0])
+
+
+def _slice_reference(crop, num_slices):
+    """Straight loops over pixels, as ARCHITECTURE.md states the rule."""
+    m = crop.shape[0]
+    out = np.zeros((m, m, num_slices), np.float32)
+    hand = [(i, j) for i in range(m) for j in range(m) if crop[i, j] < 1.0]
+    if not hand:
+        return out
+    lo, hi = min(crop[p] for p in hand), max(crop[p] for p in hand)
+    for i, j in hand:
+        k = 0 if hi == lo else min(int(np.floor((crop[i, j] - lo) / (hi - lo) * num_slices)), num_slices - 1)
+        out[i, j, k] = 1.0
+    return out
+
+
+def test_slice_volume_matches_numpy_reference(rng):
+    crops = rng.uniform(-1, 1, (4, 16, 16)).astype(np.float32)
+    crops[rng.random(crops.shape) < 0.4] = 1.0  # background
+    crops[1, 3, 3] = crops[1][crops[1] < 1].max()  # ties at Dmax
+    got = np.asarray(slice_volume(crops[..., None], 8))
+    assert got.shape == (4, 16, 16, 8)
+    for c, g in zip(crops, got):
+        np.testing.assert_array_equal(g, _slice_reference(c, 8))
+
+
+def test_slice_volume_edges():
+    crop = np.full((1, 8, 8, 1), 1.0, np.float32)
+    assert np.asarray(slice_volume(crop, 8)).sum() == 0  # no hand pixel
+    crop[0, 2:4, 2:4] = -0.25  # one depth value: all in slice 0
+    vol = np.asarray(slice_volume(crop, 8))
+    assert vol[0, 2:4, 2:4, 0].sum() == 4 and vol.sum() == 4
+    crop[0, 5, 5] = 0.75  # Dmax: last slice, not L
+    vol = np.asarray(slice_volume(crop, 8))
+    assert vol[0, 5, 5, 7] == 1 and vol[0, 2, 2, 0] == 1 and vol.sum() == 5
+    # works with leading (batch, time) axes
+    assert np.asarray(slice_volume(np.repeat(crop[None], 3, 0), 4)).shape == (3, 1, 8, 8, 4)

@@ -1,0 +1,46 @@
+import hashlib
+
+import numpy as np
+
+from keras_cadstn.camera import NYU_CAMERA
+from keras_cadstn.data import nyu
+from keras_cadstn.data.synthetic import SequenceRenderer, write_synthetic_nyu
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    for name in ("a", "b"):
+        write_synthetic_nyu(str(tmp_path / name), frames_per_sequence=3, train_sequences=1,
+                            test_sequences=1, seed=5, progress=False)
+    digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()  # noqa: E731
+    for i in range(3):
+        assert digest(nyu.depth_path(str(tmp_path / "a" / "train"), i)) == \
+            digest(nyu.depth_path(str(tmp_path / "b" / "train"), i))
+    d0 = nyu.read_depth(nyu.depth_path(str(tmp_path / "a" / "train"), 0))
+    d1 = nyu.read_depth(nyu.depth_path(str(tmp_path / "a" / "test"), 0))
+    assert not np.array_equal(d0, d1)  # other sequences move differently
+
+
+def test_nyu_importer_reads_synthetic_and_joints_lie_on_the_hand(synth_root):
+    split = nyu.load_nyu(synth_root, "train")
+    assert len(split) == 80 and split.num_sequences == 2
+    hits = total = 0
+    for f in split.frames[::7]:
+        depth = nyu.read_depth(f.path)
+        for (u, v, d) in f.joints_uvd:
+            patch = depth[int(v) - 2:int(v) + 3, int(u) - 2:int(u) + 3]
+            hand = patch[(patch > 0) & (patch < 1200)]
+            total += 1
+            # a joint lies on the bone's axis: the visible surface within a finger's radius in front
+            # of it (or an occluding finger, closer still)
+            hits += bool(hand.size and hand.min() <= d + 5 and hand.min() > d - 120)
+    assert hits / total > 0.9, (hits, total)
+
+
+def test_motion_is_smooth_and_within_range():
+    r = SequenceRenderer(seed=11)
+    palms = np.array([r.render(t)[1][32] for t in range(30)])
+    steps = np.linalg.norm(np.diff(palms, axis=0), axis=1)
+    assert steps.max() < 25.0  # mm per frame at 30 fps
+    assert (palms[:, 2] > 400).all() and (palms[:, 2] < 800).all()
+    uvd = NYU_CAMERA.xyz_to_uvd(palms)
+    assert ((uvd[:, 0] > 0) & (uvd[:, 0] < 640) & (uvd[:, 1] > 0) & (uvd[:, 1] < 480)).all()
