@@ -73,9 +73,9 @@ class HandModel:
 
     def __init__(self, scale: float = 1.0):
         self.scale = scale
-        xs, ys = np.meshgrid(np.linspace(-30, 30, 5), np.linspace(-36, 36, 6))
+        xs, ys = np.meshgrid(np.linspace(-28, 28, 4), np.linspace(-34, 34, 5))
         self.palm = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], -1)
-        self.palm_radius = 14.0
+        self.palm_radius = 15.0
 
     def pose(self, p: dict):
         """Pose parameters -> (36 NYU joints (36, 3), sphere centres (N, 3), radii (N,)) in hand frame."""
@@ -171,19 +171,19 @@ def render_depth(centres: np.ndarray, radii: np.ndarray, camera: Camera, backgro
     r_px = radii * camera.fx / centres[:, 2]
     size = 8 * (np.ceil((2 * r_px + 2) / 8).astype(np.int64))  # patch edge, rounded to few groups
     pad = int(size.max()) if len(size) else 0
-    depth = np.full((h + 2 * pad, w + 2 * pad), np.inf)
+    depth = np.full((h + 2 * pad, w + 2 * pad), np.inf, np.float32)
     depth[pad:pad + h, pad:pad + w] = background
     visible = (u > -pad / 2) & (u < w + pad / 2) & (v > -pad / 2) & (v < h + pad / 2) & (centres[:, 2] > 0)
     for p in np.unique(size[visible]):
         idx = np.nonzero(visible & (size == p))[0]
         u0 = np.floor(u[idx] - p / 2).astype(np.int64) + 1
         v0 = np.floor(v[idx] - p / 2).astype(np.int64) + 1
-        grid = np.arange(p)
-        du = (u0[:, None] + grid[None, :] - u[idx, None]) / r_px[idx, None]
-        dv = (v0[:, None] + grid[None, :] - v[idx, None]) / r_px[idx, None]
+        grid = np.arange(p, dtype=np.float32)
+        du = ((u0[:, None] - u[idx, None]).astype(np.float32) + grid) / r_px[idx, None].astype(np.float32)
+        dv = ((v0[:, None] - v[idx, None]).astype(np.float32) + grid) / r_px[idx, None].astype(np.float32)
         q = 1.0 - (dv[:, :, None] ** 2 + du[:, None, :] ** 2)
-        surface = np.where(q > 0, centres[idx, 2, None, None]
-                           - radii[idx, None, None] * np.sqrt(np.maximum(q, 0.0)), np.inf)
+        surface = centres[idx, 2, None, None].astype(np.float32) - radii[idx, None, None].astype(np.float32) * np.sqrt(np.maximum(q, 0.0))
+        surface[q <= 0] = np.inf
         for k, (a, b) in enumerate(zip(v0 + pad, u0 + pad)):
             view = depth[a:a + p, b:b + p]
             np.minimum(view, surface[k], out=view)
@@ -193,7 +193,7 @@ def render_depth(centres: np.ndarray, radii: np.ndarray, camera: Camera, backgro
 def sensor_effects(depth: np.ndarray, background: np.ndarray, box, rng: np.random.Generator,
                    config: SynthConfig) -> np.ndarray:
     """Noise, drop-outs at depth edges and random drop-outs on the hand's pixels inside ``box``;
-    the wall stays clean (it lies outside every hand cube). Returns integer mm."""
+    the wall stays clean (it lies outside every hand cube). Rounds the box to whole mm, in place."""
     v0, v1, u0, u1 = box
     patch = depth[v0:v1, u0:u1]
     hand = patch < background[v0:v1, u0:u1] - 1.0
@@ -205,7 +205,8 @@ def sensor_effects(depth: np.ndarray, background: np.ndarray, box, rng: np.rando
     z[rng.random(z.shape) < config.random_dropout] = 0.0
     patch[hand] = z
     patch[jump & hand & (rng.random(patch.shape) < config.edge_dropout)] = 0.0
-    return np.rint(depth)
+    np.rint(patch, out=patch)  # the background is already whole mm
+    return depth
 
 
 class SequenceRenderer:
@@ -220,7 +221,7 @@ class SequenceRenderer:
         vv, uu = np.mgrid[0:cam.height, 0:cam.width]
         wall = self.rng.uniform(*config.wall_depth)
         tilt = self.rng.uniform(-0.3, 0.3, 2)
-        self.background = (wall + tilt[0] * (uu - cam.cx) + tilt[1] * (vv - cam.cy)).astype(np.float64)
+        self.background = np.rint(wall + tilt[0] * (uu - cam.cx) + tilt[1] * (vv - cam.cy)).astype(np.float32)
 
     def render(self, frame: int):
         p = self.motion.params(frame)
@@ -234,8 +235,7 @@ class SequenceRenderer:
         margin = 160.0 * cam.fx / p["translation"][2]
         box = (max(int(uvd[32, 1] - margin), 0), min(int(uvd[32, 1] + margin), cam.height),
                max(int(uvd[32, 0] - margin), 0), min(int(uvd[32, 0] + margin), cam.width))
-        depth = sensor_effects(depth, self.background, box, self.rng, self.config)
-        return depth.astype(np.float32), joints
+        return sensor_effects(depth, self.background, box, self.rng, self.config), joints
 
 
 def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequences: int = 4,

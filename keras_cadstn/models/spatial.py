@@ -49,4 +49,4 @@ def build_spatial_network(config: CADSTNConfig = CADSTNConfig(), **overrides) ->
 
 def spatial_inference_model(spatial: keras.Model) -> keras.Model:
     """The main path only, sharing the training model's layers (no copy): crop -> joints."""
-    return keras.Model(spatial.inputs, spatial.get_layer("joints").output, name="spatial_inference")
+    return keras.Model(spatial.input, spatial.get_layer("joints").output, name="spatial_inference")
