@@ -19,6 +19,7 @@ setup(
         "opencv-python-headless>=4.9",  # PNG I/O without GUI libraries
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "tensorboard>=2.20",  # no longer pulled in by tensorflow 2.21; the TensorBoard callback needs it
     ],
     extras_require={
         "export": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18", "ai-edge-litert>=2.0"],

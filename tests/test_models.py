@@ -37,7 +37,7 @@ SPATIAL_INFERENCE = SPATIAL - 2 * dense(1024, K3)
 LSTM = 4 * (1024 * 1024 + 1024 * 1024 + 1024)
 TEMPORAL = DEPTH_TRUNK + dense(FLAT, 1024) + LSTM + dense(2048, K3)
 GATE = BASELINE  # the same shape, sigmoid output
-CADSTN = SPATIAL + TEMPORAL + GATE
+CADSTN = SPATIAL_INFERENCE + TEMPORAL + GATE  # the fused model runs the spatial main path only
 
 
 def test_parameter_counts_of_the_paper_configuration():

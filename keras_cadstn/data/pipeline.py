@@ -128,7 +128,7 @@ def augment_example(ex: dict, seed, image_size: int, paper: bool = True, affine:
 def _windows(ds, seq_len: int, shift: int):
     """Windows of seq_len consecutive frames of ONE sequence (never across a boundary or a gap)."""
     ds = ds.window(seq_len, shift=shift, drop_remainder=True).flat_map(
-        lambda w: tf.data.Dataset.zip(w).batch(seq_len))
+        lambda w: tf.data.Dataset.zip(w).batch(seq_len, drop_remainder=True))  # static T for the model
 
     def one_sequence(ex):
         same_seq = tf.reduce_all(tf.equal(ex["sequence_id"], ex["sequence_id"][0]))

@@ -7,7 +7,7 @@ from keras import layers
 from keras_cadstn.models.blocks import crop_input, regression_network
 from keras_cadstn.models.config import CADSTNConfig
 from keras_cadstn.models.layers import FrozenSubmodel, GatedFusion
-from keras_cadstn.models.spatial import build_spatial_network
+from keras_cadstn.models.spatial import build_spatial_network, spatial_inference_model
 from keras_cadstn.models.temporal import build_temporal_network
 
 
@@ -24,8 +24,11 @@ def build_fusion_network(spatial: keras.Model, temporal: keras.Model,
     trains. ``with_weights`` also returns w1 (B, T, 3K).
     """
     clips = crop_input(config, name="clip", time=True)
-    output_key = "joints" if isinstance(spatial.output, dict) else None
-    j_spa = FrozenSubmodel(spatial, per_frame=True, output_key=output_key, name="frozen_spatial")(clips)
+    if isinstance(spatial.output, dict):
+        # the main path only (same layers): a wrapped multi-output model would make Keras attach
+        # the auxiliary outputs' names to the fusion loss
+        spatial = spatial_inference_model(spatial)
+    j_spa = FrozenSubmodel(spatial, per_frame=True, name="frozen_spatial")(clips)
     j_temp = FrozenSubmodel(temporal, name="frozen_temporal")(clips)
     w1 = layers.TimeDistributed(build_gate_network(config), name="gate")(clips)
     j_out = GatedFusion(name="joints")([w1, j_temp, j_spa])
@@ -36,8 +39,9 @@ def build_cadstn(num_joints: int = 14, image_size: int = 128, num_slices: int = 
                  config: CADSTNConfig | None = None, **overrides) -> keras.Model:
     """The whole CADSTN over a clip: (B, T, M, M, 1) -> (B, T, 3K), freshly initialised.
 
-    Its sub-models are reachable by name for their own stages: ``get_submodel(model, "spatial_network")``
-    (the training model with auxiliary outputs), ``"temporal_network"`` and ``"gate_network"``.
+    Its sub-models are reachable by name: ``get_submodel(model, "spatial_network")`` (the spatial
+    main path, whose layers are those of the training model with auxiliary outputs),
+    ``"temporal_network"`` and ``"gate_network"``.
     """
     config = config or CADSTNConfig(num_joints=num_joints, image_size=image_size,
                                     num_slices=num_slices, seq_len=seq_len, **overrides)
