@@ -35,7 +35,7 @@ def predict_clips(models: dict, pattern: str, mcfg: CADSTNConfig):
 
     ds = make_dataset(pattern, mode="sequences", seq_len=mcfg.seq_len, batch_size=8, include_meta=True)
     preds = {name: [] for name in models}
-    gt, metas = [], []
+    gt = []
     for x, _, meta in ds:
         n, t = x.shape[:2]
         flat_meta = {k: np.reshape(v.numpy(), (n * t,) + tuple(v.shape[2:])) for k, v in meta.items()}
@@ -47,7 +47,6 @@ def predict_clips(models: dict, pattern: str, mcfg: CADSTNConfig):
             p = p["joints"] if isinstance(p, dict) else p
             preds[name].append(predictions_to_mm(np.reshape(p, (n * t, -1)), flat_meta))
         gt.append(flat_meta["joints_xyz"].reshape(n * t, -1, 3))
-        metas.append(flat_meta)
     return np.concatenate(gt).astype(np.float64), {k: np.concatenate(v) for k, v in preds.items()}
 
 

@@ -25,9 +25,10 @@ def test_records_hold_the_preprocessed_frame(synth_root, synth_records):
     assert manifest["num_records"] == 80 and manifest["complete"] and len(manifest["shards"]) == 3
     assert sum(s["records"] for s in manifest["shards"]) == 80 and manifest["crop_dtype"] == "float16"
     ex = _first_record(os.path.join(synth_records, "train", manifest["shards"][0]["file"]))
-    frame = load_nyu(synth_root, "train").frames[0]
-    crop, info = preprocess_frame(load_nyu(synth_root, "train").read_depth(frame.path),
-                                  frame.joints_uvd[13], frame.cube, load_nyu(synth_root, "train").spec.camera, SMALL)
+    split = load_nyu(synth_root, "train")
+    frame = split.frames[0]
+    crop, info = preprocess_frame(split.read_depth(frame.path), frame.joints_uvd[13], frame.cube,
+                                  split.spec.camera, SMALL)
     np.testing.assert_allclose(ex["crop"][..., 0], crop, atol=1e-3)  # float16 storage
     np.testing.assert_allclose(ex["center_xyz"], info.center_xyz, rtol=1e-6)
     back = denormalize_joints(ex["joints"], ex["center_xyz"].astype(np.float64), ex["cube"])

@@ -45,12 +45,11 @@ class FrozenSubmodel(keras.layers.Wrapper):
     inference mode (dropout off), whatever the outer model's ``training`` flag.
 
     ``per_frame``: apply a single-frame model to every frame of (B, T, ...) input.
-    ``output_key``: for a multi-output model (the spatial training model), the output to use.
     """
 
-    def __init__(self, layer, per_frame: bool = False, output_key: str | None = None, **kwargs):
+    def __init__(self, layer, per_frame: bool = False, **kwargs):
         super().__init__(layer, **kwargs)
-        self.per_frame, self.output_key = per_frame, output_key
+        self.per_frame = per_frame
         self.layer.trainable = False
         self.trainable = False
 
@@ -59,23 +58,20 @@ class FrozenSubmodel(keras.layers.Wrapper):
             self.layer.build(tuple(input_shape[1:]) if self.per_frame else input_shape)
         self.built = True
 
-    def _select(self, out):
-        return out[self.output_key] if self.output_key is not None else out
-
     def call(self, inputs, training=None):
         if not self.per_frame:
-            return self._select(self.layer(inputs, training=False))
+            return self.layer(inputs, training=False)
         shape = ops.shape(inputs)
         frames = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
-        out = self._select(self.layer(frames, training=False))
+        out = self.layer(frames, training=False)
         return ops.reshape(out, (shape[0], shape[1]) + tuple(out.shape[1:]))
 
     def compute_output_shape(self, input_shape):
         if self.per_frame:
             spec = keras.KerasTensor((None,) + tuple(input_shape[2:]))
-            out = self._select(self.layer.compute_output_spec(spec))
+            out = self.layer.compute_output_spec(spec)
             return tuple(input_shape[:2]) + tuple(out.shape[1:])
-        return tuple(self._select(self.layer.compute_output_spec(keras.KerasTensor(input_shape))).shape)
+        return tuple(self.layer.compute_output_spec(keras.KerasTensor(input_shape)).shape)
 
     def get_config(self):
-        return {**super().get_config(), "per_frame": self.per_frame, "output_key": self.output_key}
+        return {**super().get_config(), "per_frame": self.per_frame}
