@@ -12,7 +12,8 @@ _LAZY = {
     "build_cadstn": "keras_cadstn.models", "get_submodel": "keras_cadstn.models",
     "spatial_inference_model": "keras_cadstn.models", "CADSTNConfig": "keras_cadstn.models",
     "make_dataset": "keras_cadstn.data", "load_bundle": "keras_cadstn.bundle",
-    "save_bundle": "keras_cadstn.bundle",
+    "save_bundle": "keras_cadstn.bundle", "HandTracker": "keras_cadstn.tracking",
+    "HandLocaliser": "keras_cadstn.tracking",
 }
 
 

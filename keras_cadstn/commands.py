@@ -1,4 +1,4 @@
-"""Sub-commands of ``cadstn`` beyond the data tools: train, eval, demo."""
+"""Sub-commands of ``cadstn`` beyond the data tools: train, eval, export, demo."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,8 @@ def cmd_train(args):
     tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
                        decay_every=args.decay_every, checkpoint_every=args.checkpoint_every,
                        mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
-                       augment=not args.no_augment, temporal_end_to_end=args.temporal_end_to_end)
+                       augment=not args.no_augment, shuffle=not args.no_shuffle,
+                       temporal_end_to_end=args.temporal_end_to_end)
     mcfg = CADSTNConfig(num_joints=args.num_joints, image_size=args.image_size, seq_len=args.seq_len)
     train_cadstn(os.path.join(args.records, "train", "*.tfrecord"), args.run_dir, mcfg, tcfg, stages=args.stages)
 
@@ -34,11 +35,34 @@ def cmd_eval(args):
 
 def cmd_demo(args):
     from keras_cadstn.demo import DemoConfig, run_demo
-    cfg = DemoConfig()
-    changes = {k: v for k, v in (("workdir", args.workdir), ("image_size", args.image_size)) if v}
-    if args.steps_scale != 1.0:
-        changes["steps"] = tuple((s, max(int(n * args.steps_scale), 2)) for s, n in cfg.steps)
-    run_demo(dataclasses.replace(cfg, **changes))
+    cfg = DemoConfig() if args.data == "synthetic" else DemoConfig.paper(args.data)
+    changes = {k: v for k, v in (("workdir", args.workdir), ("image_size", args.image_size),
+                                 ("batch_size", args.batch_size), ("strategy", args.strategy)) if v}
+    cfg = dataclasses.replace(cfg, mixed_precision=args.mixed_precision, **changes)
+    run_demo(cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg, export=not args.no_export)
+
+
+def cmd_export(args):
+    from keras_cadstn.bundle import load_bundle
+    from keras_cadstn.export import export_all
+    reports = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
+                         onnx=not args.no_onnx, saved_model=not args.no_saved_model)
+    print(f"\n{len(reports)} artifacts, each checked against the Keras model on real crops "
+          f"({args.records or 'synthetic hands rendered with the bundle camera'}).")
+
+
+def add_demo_arguments(d):
+    """The main job's flags (shared by ``cadstn demo`` and examples/train_nyu.py, train_icvl.py)."""
+    d.add_argument("--data", default="synthetic",
+                   help="'synthetic' (default: generated on first use), 'nyu:/path' or 'icvl:/path'")
+    d.add_argument("--workdir", help="data cache, records, runs, results (default ~/.cache/keras_cadstn/...)")
+    d.add_argument("--image-size", type=int, help="crop size (synthetic default 64, real data 128)")
+    d.add_argument("--batch-size", type=int)
+    d.add_argument("--steps-scale", type=float, default=1.0, help="scale every stage's steps (e.g. 0.02 to smoke-test)")
+    d.add_argument("--strategy", choices=["default", "mirrored", "multiworker"])
+    d.add_argument("--mixed-precision", action="store_true")
+    d.add_argument("--no-export", action="store_true")
+    d.set_defaults(func=cmd_demo)
 
 
 def add_parsers(sub):
@@ -57,6 +81,7 @@ def add_parsers(sub):
     t.add_argument("--mixed-precision", action="store_true")
     t.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
     t.add_argument("--no-augment", action="store_true", help="e.g. for ICVL, which is augmented already")
+    t.add_argument("--no-shuffle", action="store_true", help="records in file order (reproducible runs)")
     t.add_argument("--temporal-end-to-end", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
@@ -69,8 +94,27 @@ def add_parsers(sub):
     e.add_argument("--out", default="eval_plots")
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("demo", help="the whole path on synthetic data (no download needed)")
-    d.add_argument("--workdir")
-    d.add_argument("--image-size", type=int)
-    d.add_argument("--steps-scale", type=float, default=1.0, help="scale every stage's steps (e.g. 0.02 to smoke-test)")
-    d.set_defaults(func=cmd_demo)
+    x = sub.add_parser("export", help="SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle")
+    x.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
+    x.add_argument("--out", required=True)
+    x.add_argument("--records", help="TFRecord glob of real crops for parity checks and int8 calibration")
+    x.add_argument("--precisions", nargs="+", choices=["float32", "float16", "int8"],
+                   default=["float32", "float16", "int8"])
+    x.add_argument("--no-onnx", action="store_true")
+    x.add_argument("--no-saved-model", action="store_true")
+    x.set_defaults(func=cmd_export)
+
+    add_demo_arguments(sub.add_parser("demo", help="the whole path: synthetic data by default (no download needed)"))
+
+
+def example_main(dataset: str, description: str, argv=None) -> int:
+    """examples/train_<dataset>.py: the main job's flags, with --data restricted to that dataset."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_demo_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.data != "synthetic" and not args.data.startswith(dataset + ":"):
+        parser.error(f"--data must be 'synthetic' or '{dataset}:/path'")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args.func(args)
+    return 0

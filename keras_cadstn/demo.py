@@ -1,4 +1,9 @@
-"""The main job: synthetic data -> TFRecords -> Algorithm 1 -> evaluation, tables, plots -> SavedModel."""
+"""The main job: data -> TFRecords -> Algorithm 1 -> evaluation, tables, plots -> bundle + SavedModel.
+
+With no data given it runs on the synthetic NYU-format set, generated on first use into a cache
+folder (``cadstn demo``, ``python examples/train_nyu.py``); ``data="nyu:/path"`` or ``"icvl:/path"``
+runs the same path on the real datasets with the paper's schedule.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,96 +13,161 @@ import os
 import numpy as np
 
 from keras_cadstn.models import CADSTNConfig
-from keras_cadstn.train import TrainConfig
+from keras_cadstn.train import STAGES, TrainConfig
+
+DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Sized for a 2-core CPU (<= 15 min in all). 64x64 crops instead of the paper's 128 make every
-    stage ~4x cheaper; pass --image-size 128 for the paper's crops."""
+    """Defaults: the synthetic demo sized for a 2-core CPU (<= 15 min in all). 64x64 crops instead
+    of the paper's 128 make every stage ~4x cheaper; ``DemoConfig.paper(data)`` is the paper's setup."""
 
-    workdir: str = os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn", "demo")
-    frames_per_sequence: int = 160  # a multiple of T: test clips cover every test frame
+    data: str = "synthetic"  # or "nyu:/path/to/nyu", "icvl:/path/to/icvl"
+    workdir: str = os.path.join(DEFAULT_WORKDIR, "demo")
+    frames_per_sequence: int = 160  # synthetic only
     train_sequences: int = 8
     test_sequences: int = 2
     image_size: int = 64
     seq_len: int = 16
     batch_size: int = 64
-    steps: tuple = (("baseline", 500), ("sliced3d", 500), ("spatial", 500), ("temporal", 400), ("fusion", 250))
+    steps: tuple = (("baseline", 500), ("sliced3d", 500), ("spatial", 500), ("temporal", 1000), ("fusion", 200))
+    checkpoint_every: int = 100
+    learning_rate: float = 1e-3
+    decay_every: int = 10 ** 9  # short schedules: no decay
+    strategy: str = "default"
+    mixed_precision: bool = False
+    network: tuple = ()  # CADSTNConfig overrides as (name, value) pairs, e.g. (("fc_units", 64),)
     seed: int = 0
 
+    @classmethod
+    def paper(cls, data: str, workdir: str | None = None) -> "DemoConfig":
+        """The paper's schedule (TrainConfig's defaults) and 128x128 crops on a real dataset."""
+        t = TrainConfig()
+        return cls(data=data, workdir=workdir or os.path.join(DEFAULT_WORKDIR, data.split(":")[0]),
+                   image_size=128, batch_size=t.batch_size, steps=tuple(t.steps.items()),
+                   checkpoint_every=t.checkpoint_every, decay_every=t.decay_every)
 
-def predict_clips(models: dict, pattern: str, mcfg: CADSTNConfig):
-    """Predictions in mm of frame models (run on every frame) and clip models, on the same test
-    clips (non-overlapping windows of T, LSTM state reset per clip as the authors evaluated)."""
-    from keras_cadstn.data import make_dataset
-    from keras_cadstn.evaluate import predictions_to_mm
+    def scaled(self, factor: float) -> "DemoConfig":
+        """Every stage's steps times ``factor`` (at least 2), e.g. 0.02 to smoke-test the path."""
+        return dataclasses.replace(self, steps=tuple((s, max(int(n * factor), 2)) for s, n in self.steps))
 
-    ds = make_dataset(pattern, mode="sequences", seq_len=mcfg.seq_len, batch_size=8, include_meta=True)
-    preds = {name: [] for name in models}
-    gt = []
-    for x, _, meta in ds:
-        n, t = x.shape[:2]
-        flat_meta = {k: np.reshape(v.numpy(), (n * t,) + tuple(v.shape[2:])) for k, v in meta.items()}
-        for name, model in models.items():
-            if len(model.input.shape) == 5:
-                p = model.predict_on_batch(x)
-            else:
-                p = model.predict_on_batch(np.reshape(x.numpy(), (n * t,) + tuple(x.shape[2:])))
-            p = p["joints"] if isinstance(p, dict) else p
-            preds[name].append(predictions_to_mm(np.reshape(p, (n * t, -1)), flat_meta))
-        gt.append(flat_meta["joints_xyz"].reshape(n * t, -1, 3))
-    return np.concatenate(gt).astype(np.float64), {k: np.concatenate(v) for k, v in preds.items()}
+    def dataset(self) -> tuple:
+        """('synthetic'|'nyu'|'icvl', root or None)."""
+        if self.data == "synthetic":
+            return "synthetic", None
+        name, sep, root = self.data.partition(":")
+        if not sep or name not in ("nyu", "icvl") or not root:
+            raise ValueError(f"data must be 'synthetic', 'nyu:/path' or 'icvl:/path'; got {self.data!r}")
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{name} data folder {root!r} does not exist")
+        return name, root
 
 
-def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
-    from keras_cadstn.data.nyu import load_nyu
-    from keras_cadstn.data.synthetic import write_synthetic_nyu
+def prepare_records(cfg: DemoConfig) -> tuple:
+    """Import (generating the synthetic set if needed) and convert train/test; returns
+    (records folder, dataset name). Both steps resume where they stopped."""
+    from keras_cadstn.data import load_split
     from keras_cadstn.data.tfrecord import convert_split, read_manifest
-    from keras_cadstn.evaluate import comparison_table, mean_error, plot_comparison
-    from keras_cadstn.models import spatial_inference_model
-    from keras_cadstn.train import train_cadstn
 
-    data_dir = os.path.join(cfg.workdir, "synthetic_nyu")
+    name, root = cfg.dataset()
+    if name == "synthetic":
+        from keras_cadstn.data.synthetic import write_synthetic_nyu
+        root = os.path.join(cfg.workdir, "synthetic_nyu")
+        if not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
+            print(f"generating synthetic NYU-format data in {root}")
+            write_synthetic_nyu(root, cfg.frames_per_sequence, cfg.train_sequences, cfg.test_sequences, cfg.seed)
+    fmt = "icvl" if name == "icvl" else "nyu"
     rec_dir = os.path.join(cfg.workdir, f"records_{cfg.image_size}")
-    run_dir = os.path.join(cfg.workdir, "run")
-    if not os.path.isfile(os.path.join(data_dir, "test", "joint_data.mat")):
-        print(f"generating synthetic NYU-format data in {data_dir}")
-        write_synthetic_nyu(data_dir, cfg.frames_per_sequence, cfg.train_sequences, cfg.test_sequences, cfg.seed)
     for split in ("train", "test"):
         out = os.path.join(rec_dir, split)
         done = os.path.isfile(os.path.join(out, "manifest.json")) and read_manifest(out).get("complete")
         if not done:
-            convert_split(load_nyu(data_dir, split), out, shards=4 if split == "train" else 1, image_size=cfg.image_size)
-    mcfg = CADSTNConfig(num_joints=14, image_size=cfg.image_size, seq_len=cfg.seq_len)
+            convert_split(load_split(fmt, root, split), out, shards=4 if split == "train" else 1,
+                          image_size=cfg.image_size)
+    return rec_dir, fmt
+
+
+def fixed_weight_sweep(gt, j_temporal, j_spatial, mean_error) -> dict:
+    """Table V: J = w * J_temp + (1 - w) * J_spa for fixed w in 0, 0.1, ..., 1."""
+    return {f"{w:.1f}": mean_error(gt, w * j_temporal + (1 - w) * j_spatial) for w in np.linspace(0, 1, 11)}
+
+
+def tracker_errors(bundle, cfg: DemoConfig) -> dict:
+    """The HandTracker over the raw test frames, hand centre from the labels and from the localiser."""
+    from keras_cadstn.data import load_split
+    from keras_cadstn.evaluate import mean_error
+    from keras_cadstn.tracking import HandTracker, track_split
+
+    name, root = cfg.dataset()
+    root = root or os.path.join(cfg.workdir, "synthetic_nyu")
+    split = load_split("icvl" if name == "icvl" else "nyu", root, "test")
+    tracker = HandTracker(bundle.with_camera(split.spec.camera))
+    out = {}
+    for centre in ("labelled", "localiser"):
+        gt, pred, info = track_split(tracker, split, centre)
+        found = ~np.isnan(pred).any(axis=(1, 2))
+        out[centre] = {"mean_error": mean_error(gt[found], pred[found]) if found.any() else float("nan"),
+                       "no_hand_frames": info["no_hand_frames"], "frames": info["frames"]}
+    return out
+
+
+def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
+    from keras_cadstn.bundle import load_bundle, save_bundle
+    from keras_cadstn.data.tfrecord import dataset_spec_of, read_manifest
+    from keras_cadstn.evaluate import comparison_table, mean_error, plot_comparison, predict_split, save_results
+    from keras_cadstn.models import spatial_inference_model
+    from keras_cadstn.train import train_cadstn
+
+    rec_dir, fmt = prepare_records(cfg)
+    spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
+    mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len,
+                        **dict(cfg.network))
     steps = dict(cfg.steps)
-    tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, steps_per_epoch=min(steps.values()) // 2,
-                       checkpoint_every=100, decay_every=10 ** 9, seed=cfg.seed, verbose=2)
-    trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg)
+    missing = [s for s in STAGES if s not in steps]
+    if missing:
+        raise ValueError(f"steps must name every stage {STAGES}; missing {missing}")
+    tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                       checkpoint_every=cfg.checkpoint_every, decay_every=cfg.decay_every, seed=cfg.seed,
+                       augment=fmt == "nyu", strategy=cfg.strategy, mixed_precision=cfg.mixed_precision,
+                       verbose=2)
+    trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), os.path.join(cfg.workdir, "run"), mcfg, tcfg)
 
     spatial = spatial_inference_model(trained["spatial"])
     ablation = {"Baseline": trained["baseline"], "Sliced 3D": trained["sliced3d"], "Spatial": spatial,
                 "Temporal": trained["temporal"], "CADSTN": trained["fusion"]}
-    gt, preds = predict_clips(ablation, os.path.join(rec_dir, "test", "*.tfrecord"), mcfg)
-    results = {"ablation": {k: mean_error(gt, v) for k, v in preds.items()}}
-    sweep = {f"{w:.1f}": mean_error(gt, w * preds["Temporal"] + (1 - w) * preds["Spatial"])
-             for w in np.linspace(0, 1, 11)}
-    results["fixed_w"] = sweep
-    results["frames_evaluated"] = int(len(gt))
-
-    table = comparison_table(gt, preds)
+    print("evaluating on the test split (labelled hand centre, as the paper evaluates)")
+    gt, preds = predict_split(ablation, os.path.join(rec_dir, "test", "*.tfrecord"), cfg.seq_len)
+    results = {"data": cfg.data, "frames_evaluated": int(len(gt)), "centre": "labelled",
+               "ablation": {k: mean_error(gt, v) for k, v in preds.items()},
+               "fixed_w": fixed_weight_sweep(gt, preds["Temporal"], preds["Spatial"], mean_error)}
+    sweep = results["fixed_w"]
     sweep_table = ("| w (temporal weight) | " + " | ".join(sweep) + " | learned |\n|" + "---|" * (len(sweep) + 2) + "\n"
                    "| mean error (mm) | " + " | ".join(f"{v:.2f}" for v in sweep.values())
                    + f" | {results['ablation']['CADSTN']:.2f} |")
-    print("\nAblation on the held-out synthetic test sequences (Table IV's rows):\n" + table)
+    print("\nAblation on the test split (Table IV's rows):\n" + comparison_table(gt, preds))
     print("\nFixed-weight combination J = w*J_temp + (1-w)*J_spa against the learned fusion (Table V):\n" + sweep_table)
-    plots = plot_comparison(gt, preds, os.path.join(cfg.workdir, "plots"), title="synthetic NYU-format test")
-    with open(os.path.join(cfg.workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nplots: {plots}\nresults: {os.path.join(cfg.workdir, 'results.json')}")
+
+    res_dir = os.path.join(cfg.workdir, "results")
+    save_results(os.path.join(res_dir, "ground_truth.txt"), gt, fmt, "uvd")
+    for name, pred in preds.items():  # the public format: compare with other methods via `cadstn eval`
+        save_results(os.path.join(res_dir, name.lower().replace(" ", "_") + ".txt"), pred, fmt, "uvd")
+    plots = plot_comparison(gt, preds, os.path.join(cfg.workdir, "plots"), spec.joint_names,
+                            title=f"{cfg.data} test split")
+    print(f"\nplots: {', '.join(plots)}\nresults files ({fmt} uvd format): {res_dir}")
+    bundle = save_bundle(os.path.join(cfg.workdir, "bundle"), trained["fusion"], spec, mcfg)
+    results["bundle"] = bundle
+    results["tracker"] = tracker_errors(load_bundle(bundle), cfg)
+    print("\nReal-time tracker on the test split (streaming, LSTM state carried through each sequence):\n"
+          "| hand centre from | mean error (mm) | frames without a hand |\n|---|---|---|\n"
+          + "\n".join(f"| {k} | {v['mean_error']:.2f} | {v['no_hand_frames']} |" for k, v in results["tracker"].items()))
     if export:
-        path = os.path.join(cfg.workdir, "export", "cadstn", "1")
-        trained["fusion"].export(path, format="tf_saved_model", verbose=False)
-        print(f"SavedModel: {path}")
-        results["saved_model"] = path
+        from keras_cadstn.export import export_saved_model
+        report = export_saved_model(load_bundle(bundle), os.path.join(cfg.workdir, "export"), name="cadstn", version=1)
+        print(f"bundle: {bundle}\nSavedModel (TF Serving layout, checked: max |error| {report.max_abs_mm:.5f} mm): "
+              f"{report.path}")
+        results["saved_model"] = report.path
+    from keras_cadstn.data.tfrecord import write_json_atomic
+    write_json_atomic(os.path.join(cfg.workdir, "results.json"), results)
+    print(f"results: {os.path.join(cfg.workdir, 'results.json')}")
     return results

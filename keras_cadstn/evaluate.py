@@ -55,6 +55,7 @@ def save_results(path: str, joints_xyz, dataset: str = "nyu", fmt: str = "uvd") 
     if joints.ndim != 3 or joints.shape[1:] != (spec.num_joints, 3):
         raise ValueError(f"expected (N, {spec.num_joints}, 3) joints, got {joints.shape}")
     out = spec.camera.xyz_to_uvd(joints) if fmt == "uvd" else joints
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for frame in out:
@@ -134,3 +135,77 @@ def plot_comparison(gt, results: dict, out_dir: str, joint_names=None, title: st
     fig.savefig(bars, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return [curve, bars]
+
+
+def sequence_segments(sequence_id, frame_index) -> list:
+    """(start, stop) of each run of consecutive frames of one sequence, in recorded order."""
+    sequence_id, frame_index = np.asarray(sequence_id).ravel(), np.asarray(frame_index).ravel()
+    cut = np.flatnonzero((sequence_id[1:] != sequence_id[:-1]) | (frame_index[1:] != frame_index[:-1] + 1)) + 1
+    bounds = np.concatenate([[0], cut, [len(sequence_id)]])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def clip_starts(length: int, seq_len: int) -> list:
+    """Non-overlapping windows of T covering a segment; the last one is aligned to its end (it
+    overlaps the one before) so every frame is predicted without padding. Shorter segments: [0]."""
+    if length <= seq_len:
+        return [0]
+    starts = list(range(0, length - seq_len + 1, seq_len))
+    return starts + [length - seq_len] if starts[-1] + seq_len < length else starts
+
+
+def predict_sequence(model, crops: np.ndarray, seq_len: int, batch_size: int = 8) -> np.ndarray:
+    """A clip model over one sequence's crops (N, M, M, 1) -> (N, 3K), LSTM state reset per clip as
+    the authors evaluated. Frames of a window already predicted by an earlier one keep the earlier
+    prediction; a sequence shorter than T is padded by repeating its last frame."""
+    n = len(crops)
+    if n < seq_len:
+        crops = np.concatenate([crops, np.repeat(crops[-1:], seq_len - n, axis=0)])
+    starts = clip_starts(len(crops), seq_len)
+    out = predict_batched(model, np.stack([crops[s:s + seq_len] for s in starts]), batch_size)
+    pred = np.empty((len(crops), out.shape[-1]), np.float32)
+    for s, p in zip(starts[::-1], out[::-1]):  # earlier windows win where the last one overlaps
+        pred[s:s + seq_len] = p
+    return pred[:n]
+
+
+def read_test_split(pattern: str):
+    """Every record of a split in recorded order: crops (N, M, M, 1) and the metadata dict."""
+    from keras_cadstn.data import make_dataset
+    crops, metas = [], []
+    for x, _, meta in make_dataset(pattern, mode="frames", batch_size=256, include_meta=True):
+        crops.append(x.numpy())
+        metas.append({k: v.numpy() for k, v in meta.items()})
+    meta = {k: np.concatenate([m[k] for m in metas]) for k in metas[0]}
+    return np.concatenate(crops), meta
+
+
+def predict_split(models: dict, pattern: str, seq_len: int, batch_size: int = 128):
+    """Ground truth and every model's predictions (N, K, 3) mm over a whole test split, per frame in
+    test order, with the labelled hand centre the records were cropped with (as papers evaluate).
+    Frame models (input (B, M, M, 1)) see every frame; clip models (B, T, M, M, 1) see each sequence
+    as in ``predict_sequence``."""
+    crops, meta = read_test_split(pattern)
+    preds = {}
+    for name, model in models.items():
+        if len(model.input.shape) == 5:
+            out = np.concatenate([predict_sequence(model, crops[a:b], seq_len)
+                                  for a, b in sequence_segments(meta["sequence_id"], meta["frame_index"])])
+        else:
+            out = predict_batched(model, crops, batch_size)
+        preds[name] = predictions_to_mm(out, meta)
+    return meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64), preds
+
+
+def predict_batched(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's joints over ``x`` in batches, the last one padded to the same size (one traced
+    function per model instead of one per distinct batch shape)."""
+    outs = []
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
+        out = model.predict_on_batch(chunk)
+        outs.append(np.asarray(out["joints"] if isinstance(out, dict) else out)[:n])
+    return np.concatenate(outs)

@@ -146,6 +146,8 @@ def slice_volume(crop, num_slices: int = 8):
     span = ops.where(span > 0, span, ops.ones_like(span))
     index = ops.floor((crop - d_min) / span * num_slices)
     index = ops.clip(index, 0, num_slices - 1)
-    index = ops.cast(ops.squeeze(index, axis=-1), "int32")
-    volume = ops.one_hot(index, num_slices, dtype=crop.dtype)
+    # (..., M, M, 1) == (L,) broadcasts to the one-hot volume; written as a comparison rather than
+    # one_hot because ONNX OneHot is not supported by TensorRT 8.x parsers (Jetson).
+    slices = ops.cast(ops.arange(num_slices), crop.dtype)
+    volume = ops.cast(ops.equal(index, slices), crop.dtype)
     return volume * ops.cast(is_hand, crop.dtype)

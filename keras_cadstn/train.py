@@ -8,9 +8,12 @@ the stage), ``checkpoint.keras`` every N steps, ``history.csv``, TensorBoard log
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 
 import keras
+import numpy as np
 
 from keras_cadstn import models
 from keras_cadstn.models import CADSTNConfig
@@ -31,13 +34,15 @@ class TrainConfig:
     # ours: Keras' Adam applies decoupled weight decay (AdamW-style); Caffe adds 5e-4 * w to the
     # gradient. Same coefficient, slightly different effect; Keras has no coupled decay in Adam.
     weight_decay: float = 5e-4
-    steps_per_epoch: int = 1000
     checkpoint_every: int = 1000
     temporal_end_to_end: bool = False  # ours: default freezes the encoder copied from the Baseline
     mixed_precision: bool = False
     strategy: str = "default"
     seed: int = 0
     augment: bool = True  # the paper's NYU augmentation; off for ICVL
+    # False: records in file order (reproducible across strategies; tf.distribute rebuilds a shuffled
+    # pipeline, so a shuffled run under MirroredStrategy sees another, equally random, order)
+    shuffle: bool = True
     verbose: int | str = "auto"
 
 
@@ -64,21 +69,65 @@ def _save_atomic(model, path):
     os.replace(tmp, path)
 
 
+def checkpoint_period(steps: int, checkpoint_every: int) -> int:
+    """Steps per Keras epoch: the largest divisor of ``steps`` not above ``checkpoint_every``.
+
+    Keras' BackupAndRestore resumes at an epoch boundary (not mid-epoch), so epochs are the
+    checkpoint unit: a killed run redoes at most one period and still ends at exactly ``steps``.
+    """
+    if steps < 1 or checkpoint_every < 1:
+        raise ValueError(f"steps ({steps}) and checkpoint_every ({checkpoint_every}) must be >= 1")
+    divisors = {d for i in range(1, math.isqrt(steps) + 1) if steps % i == 0 for d in (i, steps // i)}
+    period = max(d for d in divisors if d <= checkpoint_every)
+    if period < min(checkpoint_every, steps):
+        print(f"note: checkpointing every {period} steps (the largest divisor of {steps} up to "
+              f"{checkpoint_every}) so the run ends at exactly {steps}")
+    return period
+
+
+def _repair_backup(backup: str) -> None:
+    """Keras writes training_metadata.json in place: a kill during that write leaves it unreadable
+    (a JSONDecodeError Keras does not catch). Fall back to the previous state (double_checkpoint)."""
+    meta = os.path.join(backup, "training_metadata.json")
+    if not os.path.isfile(meta):
+        return
+    try:
+        with open(meta) as f:
+            json.load(f)
+    except ValueError:
+        previous = meta + ".bkp"
+        if os.path.isfile(previous) and os.path.isfile(os.path.join(backup, "latest.weights.h5.bkp")):
+            print(f"warning: {meta} is unreadable (interrupted write); resuming from the previous backup")
+            os.replace(previous, meta)
+            os.replace(os.path.join(backup, "latest.weights.h5.bkp"), os.path.join(backup, "latest.weights.h5"))
+        else:
+            print(f"warning: {meta} is unreadable and has no previous copy; restarting the stage")
+            os.remove(meta)
+
+
 def fit_stage(model, train_ds, stage_dir: str, steps: int, cfg: TrainConfig, val_ds=None):
-    """``model.fit`` for ``steps`` steps with resumable backups, checkpoints and logs."""
+    """``model.fit`` for exactly ``steps`` steps with resumable backups, checkpoints and logs.
+
+    Killed at any point (even SIGKILL), the same call resumes from the last backup (weights,
+    optimizer state and step counter) and still ends after ``steps`` optimizer steps in total.
+    """
     os.makedirs(stage_dir, exist_ok=True)
-    steps_per_epoch = min(cfg.steps_per_epoch, steps)
-    epochs = max(1, steps // steps_per_epoch)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup"), save_freq=cfg.checkpoint_every,
-                                         delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(os.path.join(stage_dir, "checkpoint.keras"), save_freq=cfg.checkpoint_every),
+    period = checkpoint_period(steps, cfg.checkpoint_every)
+    backup = os.path.join(stage_dir, "backup")
+    _repair_backup(backup)
+    callbacks = [  # the CSV row of an epoch is written before its backup: a kill in between repeats
+        # the row (same epoch number) rather than losing it
         keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(stage_dir, "logs"), update_freq=max(cfg.checkpoint_every // 10, 1)),
+        keras.callbacks.BackupAndRestore(backup, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(os.path.join(stage_dir, "checkpoint.keras")),
+        keras.callbacks.TensorBoard(os.path.join(stage_dir, "logs"), update_freq=max(period // 10, 1)),
         keras.callbacks.TerminateOnNaN(),
     ]
-    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+    history = model.fit(train_ds, epochs=steps // period, steps_per_epoch=period, validation_data=val_ds,
                         callbacks=callbacks, verbose=cfg.verbose)
+    if model.stop_training and not np.all(np.isfinite(history.history.get("loss", [0.0]))):
+        raise FloatingPointError(f"{stage_dir}: loss became NaN/inf; training stopped, last backup kept "
+                                 f"in {stage_dir}/backup (try a lower --lr)")
     _save_atomic(model, os.path.join(stage_dir, "model.keras"))
     return history
 
@@ -88,7 +137,7 @@ def _dataset(pattern, mode, cfg: TrainConfig, mcfg: CADSTNConfig, output_names=N
     seq = mode == "sequences"
     return make_dataset(pattern, mode=mode, seq_len=mcfg.seq_len,
                         batch_size=max(cfg.batch_size // mcfg.seq_len, 1) if seq else cfg.batch_size,
-                        augment=cfg.augment and training, shuffle=training, repeat=training, seed=cfg.seed,
+                        augment=cfg.augment and training, shuffle=cfg.shuffle and training, repeat=training, seed=cfg.seed,
                         window_shift=max(mcfg.seq_len // 4, 1) if (seq and training) else None,
                         drop_remainder=training, output_names=output_names)
 

@@ -34,3 +34,19 @@ def synth_records(synth_root, tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+TINY_NETWORK = dict(image_size=SMALL, seq_len=4, fc_units=32, lstm_units=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """An (untrained) CADSTN bundle at 32x32, T=4, NYU spec: for export and tracker plumbing."""
+    import keras
+    from keras_cadstn.bundle import load_bundle, save_bundle
+    from keras_cadstn.data.frames import NYU
+    from keras_cadstn.models import CADSTNConfig, build_cadstn
+    keras.utils.set_random_seed(5)
+    config = CADSTNConfig(**TINY_NETWORK)
+    path = save_bundle(str(tmp_path_factory.mktemp("bundle") / "bundle"), build_cadstn(config=config), NYU, config)
+    return load_bundle(path)

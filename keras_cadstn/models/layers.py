@@ -53,6 +53,12 @@ class FrozenSubmodel(keras.layers.Wrapper):
         self.layer.trainable = False
         self.trainable = False
 
+    @property
+    def metrics(self):
+        # A loaded sub-model is compiled and owns a "loss" tracker that is never updated here; left
+        # visible, it overwrites the outer model's loss in fit/evaluate logs with 0.
+        return []
+
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(tuple(input_shape[1:]) if self.per_frame else input_shape)

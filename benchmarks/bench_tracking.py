@@ -1,0 +1,116 @@
+"""Whole-tracker latency per frame (localiser, crop, network, mm), per backend, against the naive way.
+
+The naive way keeps the last T crops and re-runs the clip CADSTN on the whole window every frame
+(what a clip model needs without a streaming step). Frames are rendered beforehand (not timed).
+Run: python benchmarks/bench_tracking.py [--bundle B] [--image-size 128] [--frames 200] [--threads 2]
+Without --bundle a freshly initialised CADSTN of the requested size is timed (weights do not change
+the cost). The paper's configuration is --image-size 128 (T=16).
+"""
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def frames(bundle, n):
+    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
+    renderer = SequenceRenderer(123, SynthConfig(camera=bundle.camera))
+    return [renderer.render(t)[0].astype(np.uint16) for t in range(n)]
+
+
+def time_tracker(tracker, depth_frames, warmup=5):
+    for d in depth_frames[:warmup]:
+        tracker.update(d)
+    tracker.reset()
+    times = []
+    for d in depth_frames:
+        start = time.perf_counter()
+        tracker.update(d)
+        times.append(time.perf_counter() - start)
+    return 1000 * np.asarray(times)
+
+
+class NaiveWindowTracker:
+    """Same pre-processing; the clip model re-run on the last T crops every frame."""
+
+    def __init__(self, bundle):
+        import tensorflow as tf
+        from keras_cadstn.tracking import HandLocaliser
+        self.bundle, self.localiser = bundle, HandLocaliser()
+        model = bundle.model
+        self.fn = tf.function(lambda clip: model(clip, training=False))
+        self.reset()
+
+    def reset(self):
+        self.window, self.previous = [], None
+
+    def update(self, depth):
+        from keras_cadstn.preprocessing import crop_and_normalize
+        b = self.bundle
+        depth_mm = b.camera.to_mm(depth)
+        cube = np.asarray(b.spec.cube)
+        centre, _ = self.localiser.track(depth_mm, self.previous, cube, b.camera)
+        crop, _ = crop_and_normalize(depth_mm, centre, cube, b.camera, b.image_size)
+        self.previous = centre
+        self.window = (self.window + [crop])[-b.seq_len:]
+        clip = np.stack(self.window + [self.window[-1]] * (b.seq_len - len(self.window)))[None, ..., None]
+        return self.fn(clip).numpy()[0, len(self.window) - 1]
+
+
+def make_bundle(image_size, seq_len, directory):
+    import keras
+    from keras_cadstn.bundle import load_bundle, save_bundle
+    from keras_cadstn.data.frames import NYU
+    from keras_cadstn.models import CADSTNConfig, build_cadstn
+    keras.utils.set_random_seed(0)
+    config = CADSTNConfig(image_size=image_size, seq_len=seq_len)
+    return load_bundle(save_bundle(os.path.join(directory, "bundle"), build_cadstn(config=config), NYU, config))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=16)
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args()
+
+    from keras_cadstn.bundle import load_bundle
+    from keras_cadstn.tracking import HandTracker
+    workdir = tempfile.mkdtemp(prefix="bench_tracking_")
+    bundle = load_bundle(args.bundle) if args.bundle else make_bundle(args.image_size, args.seq_len, workdir)
+    if args.bundle:  # exports go to a scratch copy, not into the user's bundle
+        import shutil
+        shutil.copytree(args.bundle, os.path.join(workdir, "bundle"))
+        bundle = load_bundle(os.path.join(workdir, "bundle"))
+    depth_frames = frames(bundle, args.frames)
+    rows = []
+    variants = [("keras", "float32"), ("onnx", "float32"), ("tflite", "float32"), ("tflite", "float16"),
+                ("tflite", "int8")]
+    for backend, precision in variants:
+        tracker = HandTracker(bundle, backend=backend, precision=precision, num_threads=args.threads)
+        rows.append((f"streaming, {backend} {precision}", time_tracker(tracker, depth_frames)))
+    rows.append((f"naive: {bundle.seq_len}-frame window re-run, keras", time_tracker(NaiveWindowTracker(bundle),
+                                                                                   depth_frames[:max(args.frames // 4, 20)])))
+    best = min(np.percentile(ms, 50) for name, ms in rows[:-1])
+    naive = np.percentile(rows[-1][1], 50)
+    print(f"\nTracker per frame, pre-processing included: {bundle.image_size}x{bundle.image_size} crops, "
+          f"T={bundle.seq_len}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{args.threads} threads\n")
+    print("| tracker | p50 (ms) | p99 (ms) | frames/s | vs naive (p50) |")
+    print("|---|---|---|---|---|")
+    for name, ms in rows:
+        p50 = np.percentile(ms, 50)
+        print(f"| {name} | {p50:.2f} | {np.percentile(ms, 99):.2f} | {1000 / ms.mean():.0f} | {naive / p50:.1f}x |")
+    print(f"\nbest streaming p50 {best:.2f} ms (target <= 4 ms); {naive / best:.1f}x faster than the naive way "
+          f"(target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""A trained model that carries its pre-processing: one folder, one Keras model, one JSON.
+
+    bundle/
+      bundle.json   format, dataset spec (camera intrinsics + depth unit, cube, joint names,
+                    reference joint), crop size M, clip length T, network config
+      cadstn.keras  the whole CADSTN (spatial, temporal and gate sub-models inside)
+
+Exports and the tracker take camera, cube, crop size and joint layout from here, never from code
+defaults: a different camera is ``bundle.with_camera(Camera(...))``, not a code change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+
+from keras_cadstn.camera import Camera
+from keras_cadstn.data.frames import DatasetSpec
+from keras_cadstn.errors import DataError
+from keras_cadstn.models.config import CADSTNConfig
+
+FORMAT = "keras_cadstn.bundle"
+VERSION = 1
+MODEL_FILE = "cadstn.keras"
+SPEC_FILE = "bundle.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    path: str
+    model: object  # keras.Model: clips (B, T, M, M, 1) -> (B, T, 3K)
+    spec: DatasetSpec
+    config: CADSTNConfig
+
+    @property
+    def camera(self) -> Camera:
+        return self.spec.camera
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.seq_len
+
+    def with_camera(self, camera: Camera) -> "Bundle":
+        """The same networks on another sensor (intrinsics, resolution, depth unit)."""
+        return dataclasses.replace(self, spec=self.spec.with_camera(camera))
+
+    def spatial_model(self):
+        """crop (B, M, M, 1) -> joints (B, 3K): the spatial network's main path."""
+        from keras_cadstn.models import get_submodel
+        return get_submodel(self.model, "spatial_network")
+
+    def temporal_model(self):
+        from keras_cadstn.models import get_submodel
+        return get_submodel(self.model, "temporal_network")
+
+    def gate_model(self):
+        """crop (B, M, M, 1) -> w1 (B, 3K), the fusion weight of the temporal prediction."""
+        from keras_cadstn.models import get_submodel
+        return get_submodel(self.model, "gate_network")
+
+    def temporal_step(self):
+        """[crop, h, c] -> [joints, h', c']: the temporal network one frame at a time."""
+        from keras_cadstn.models import build_temporal_stream
+        return build_temporal_stream(self.temporal_model())
+
+    def frame_model(self):
+        """crop (B, M, M, 1) + LSTM state -> [fused joints, spatial joints, h', c']: one streaming
+        step of the whole CADSTN (what the tracker runs and what TFLite/ONNX export)."""
+        from keras_cadstn.models.streaming import build_streaming_cadstn
+        return build_streaming_cadstn(self.spatial_model(), self.temporal_step(), self.gate_model())
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "dataset": self.spec.to_dict(),
+                "image_size": self.config.image_size, "seq_len": self.config.seq_len,
+                "network": self.config.to_dict(), "model": MODEL_FILE,
+                "normalisation": {"crop": "(d - centre_z) / (cube_z / 2), no reading or outside cube -> +1",
+                                  "joints": "(xyz - centre_xyz) / (cube / 2)"}}
+
+
+def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig) -> str:
+    """Write the bundle folder atomically (a temporary sibling renamed into place); returns path."""
+    if "gate" not in [layer.name for layer in model.layers] or len(model.input.shape) != 5:
+        raise ValueError("save_bundle expects a CADSTN model (clips -> joints, with a gate)")
+    if config.num_joints != spec.num_joints:
+        raise ValueError(f"network predicts {config.num_joints} joints, dataset spec has {spec.num_joints}")
+    path = os.path.abspath(path)
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    model.save(os.path.join(tmp, MODEL_FILE))
+    bundle = Bundle(path, model, spec, config)
+    with open(os.path.join(tmp, SPEC_FILE), "w") as f:
+        json.dump(bundle.to_json(), f, indent=1)
+    if os.path.exists(path):
+        old = path + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def read_bundle_json(path: str) -> dict:
+    spec_path = os.path.join(path, SPEC_FILE)
+    if not os.path.isfile(spec_path):
+        raise FileNotFoundError(f"{path}: not a keras_cadstn bundle (no {SPEC_FILE})")
+    try:
+        with open(spec_path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{spec_path}: not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DataError(f"{spec_path}: expected format {FORMAT!r} version {VERSION}, "
+                        f"got {meta.get('format')!r} version {meta.get('version')!r}")
+    return meta
+
+
+def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
+    """Load a bundle; ``camera`` replaces the training camera (another sensor, same networks)."""
+    import keras
+    meta = read_bundle_json(path)
+    model_path = os.path.join(path, meta["model"])
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{path}: bundle model file {meta['model']} is missing")
+    with warnings.catch_warnings():  # the saved optimizer state is not needed for inference
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = keras.models.load_model(model_path, compile=False)
+    bundle = Bundle(os.path.abspath(path), model, DatasetSpec.from_dict(meta["dataset"]),
+                    CADSTNConfig.from_dict(meta["network"]))
+    expected = (None, bundle.seq_len, bundle.image_size, bundle.image_size, 1)
+    if tuple(model.input.shape) != expected:
+        raise DataError(f"{model_path}: model input {tuple(model.input.shape)} does not match the "
+                        f"bundle's {expected}")
+    return bundle.with_camera(camera) if camera is not None else bundle
+
+
+def denormalize(joints_norm, center_xyz, cube) -> np.ndarray:
+    """(..., 3K) cube-normalised -> (..., K, 3) mm for a bundle's predictions."""
+    from keras_cadstn.preprocessing import denormalize_joints
+    j = np.asarray(joints_norm, np.float64)
+    return denormalize_joints(j.reshape(j.shape[:-1] + (-1, 3)), np.asarray(center_xyz)[..., None, :],
+                              np.asarray(cube)[..., None, :])

@@ -1,0 +1,22 @@
+"""CADSTN one frame at a time: the spatial network, the temporal network's streaming step and the
+gate on the same crop, fused. Feeding a clip frame by frame from zero LSTM state reproduces the
+clip model; carrying the state across frames is what the real-time tracker does."""
+from __future__ import annotations
+
+import keras
+
+from keras_cadstn.models.layers import GatedFusion
+
+
+def build_streaming_cadstn(spatial: keras.Model, temporal_step: keras.Model, gate: keras.Model) -> keras.Model:
+    """[crop (B, M, M, 1), lstm_h (B, U), lstm_c (B, U)] -> [joints (B, 3K), lstm_h', lstm_c'].
+
+    The sub-models' layers are shared, not copied.
+    """
+    crop, h, c = (keras.Input(tuple(t.shape[1:]), name=t.name) for t in temporal_step.inputs)
+    j_temp, h2, c2 = temporal_step([crop, h, c])
+    joints = GatedFusion(name="joints")([gate(crop), j_temp, spatial(crop)])
+    # Identity-named outputs so exported graphs (TFLite, ONNX) carry readable names.
+    h2 = keras.layers.Identity(name="lstm_h_out")(h2)
+    c2 = keras.layers.Identity(name="lstm_c_out")(c2)
+    return keras.Model([crop, h, c], [joints, h2, c2], name="cadstn_step")

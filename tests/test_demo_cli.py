@@ -1,0 +1,91 @@
+import os
+
+import numpy as np
+import pytest
+
+from keras_cadstn import cli
+from keras_cadstn.commands import example_main
+from keras_cadstn.demo import DemoConfig, run_demo
+from keras_cadstn.evaluate import (clip_starts, load_results, mean_error, predict_sequence, save_results,
+                                   sequence_segments)
+from keras_cadstn.train import TrainConfig
+
+
+def test_clip_windows_cover_every_frame():
+    assert clip_starts(40, 16) == [0, 16, 24]  # last window aligned to the end
+    assert clip_starts(32, 16) == [0, 16]
+    assert clip_starts(10, 16) == [0]
+    assert sequence_segments([0, 0, 0, 1, 1, 1], [0, 1, 2, 3, 4, 6]) == [(0, 3), (3, 5), (5, 6)]
+
+
+class WindowIndex:
+    """A fake clip model: every frame's output is the index of its window's first crop value."""
+
+    def predict_on_batch(self, clips):
+        return np.repeat(clips[:, :1, 0, 0, :1], clips.shape[1], axis=1)
+
+
+def test_predict_sequence_keeps_the_earlier_window_where_windows_overlap():
+    crops = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)  # crop i holds the value i
+    pred = predict_sequence(WindowIndex(), crops, seq_len=4, batch_size=2)
+    # windows start at 0, 4 and 6 (end-aligned); frames 6, 7 keep window 4's output
+    np.testing.assert_array_equal(pred[:, 0], [0, 0, 0, 0, 4, 4, 4, 4, 6, 6])
+    short = predict_sequence(WindowIndex(), crops[:3], seq_len=4)  # padded by repeating the last frame
+    np.testing.assert_array_equal(short[:, 0], [0, 0, 0])
+
+
+def test_demo_config_data_sources(tmp_path):
+    assert DemoConfig().dataset() == ("synthetic", None)
+    with pytest.raises(ValueError, match="'synthetic', 'nyu:/path' or 'icvl:/path'"):
+        DemoConfig(data="kinect:/x").dataset()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DemoConfig(data=f"nyu:{tmp_path}/missing").dataset()
+    paper = DemoConfig.paper(f"icvl:{tmp_path}")
+    assert paper.dataset() == ("icvl", str(tmp_path))
+    assert dict(paper.steps) == TrainConfig().steps and paper.image_size == 128 and paper.batch_size == 128
+    assert dict(DemoConfig().scaled(0.01).steps)["fusion"] == 2
+
+
+def test_example_restricts_the_dataset(capsys):
+    with pytest.raises(SystemExit):
+        example_main("nyu", "train on NYU", ["--data", "icvl:/somewhere"])
+    assert "--data must be 'synthetic' or 'nyu:/path'" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
+    cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=24, train_sequences=2, test_sequences=1,
+                     image_size=32, seq_len=4, batch_size=16, checkpoint_every=2,
+                     steps=tuple((s, 2) for s in ("baseline", "sliced3d", "spatial", "temporal", "fusion")),
+                     network=(("fc_units", 32), ("lstm_units", 16)))
+    res = run_demo(cfg)
+    assert res["frames_evaluated"] == 24 and res["centre"] == "labelled"  # every test frame, in order
+    assert list(res["ablation"]) == ["Baseline", "Sliced 3D", "Spatial", "Temporal", "CADSTN"]
+    assert res["fixed_w"]["0.0"] == pytest.approx(res["ablation"]["Spatial"])
+    assert res["fixed_w"]["1.0"] == pytest.approx(res["ablation"]["Temporal"])
+    gt = load_results(str(tmp_path / "results" / "ground_truth.txt"), "nyu", "uvd")
+    cadstn = load_results(str(tmp_path / "results" / "cadstn.txt"), "nyu", "uvd")
+    assert gt.shape == cadstn.shape == (24, 14, 3)
+    assert mean_error(gt, cadstn) == pytest.approx(res["ablation"]["CADSTN"], abs=1e-3)  # 4-decimal files
+    for name in ("success_rate.png", "per_joint_error.png"):
+        assert os.path.getsize(tmp_path / "plots" / name) > 1000
+    assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
+    from keras_cadstn import load_bundle
+    assert load_bundle(res["bundle"]).image_size == 32
+
+
+def test_eval_cli_prints_the_table_and_writes_plots(tmp_path, capsys, rng):
+    gt = rng.uniform(-100, 100, (20, 14, 3)) + [0, 0, 700]
+    a = gt + rng.normal(0, 5, gt.shape)
+    b = gt + [10.0, 0.0, 0.0]  # every joint 10 mm off: mean error exactly 10
+    for name, joints in (("gt", gt), ("a", a), ("b", b)):
+        save_results(str(tmp_path / f"{name}.txt"), joints, "nyu", "uvd")
+    code = cli.main(["eval", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "a.txt"),
+                     "--pred", str(tmp_path / "b.txt"), "--dataset", "nyu", "--out", str(tmp_path / "plots")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| b.txt | 10.00 | 1.000 | 1.000 | 1.000 |" in out
+    assert f"| a.txt | {mean_error(gt, a):.2f} |" in out
+    assert (tmp_path / "plots" / "success_rate.png").is_file()
+    np.savetxt(tmp_path / "short.txt", np.full((3, 42), 500.0))
+    with pytest.raises(ValueError, match="3 frames, ground truth"):
+        cli.main(["eval", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "short.txt")])

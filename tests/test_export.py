@@ -1,0 +1,177 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_cadstn import export
+from keras_cadstn.bundle import SPEC_FILE, denormalize, load_bundle
+from keras_cadstn.camera import Camera
+from keras_cadstn.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def samples(tiny_bundle):
+    return export.sample_clips(tiny_bundle, num_clips=2)
+
+
+def test_bundle_round_trip_carries_the_preprocessing(tiny_bundle, samples):
+    meta = json.load(open(os.path.join(tiny_bundle.path, SPEC_FILE)))
+    assert meta["dataset"]["camera"] == {"fx": 588.03, "fy": 587.07, "cx": 320.0, "cy": 240.0, "width": 640,
+                                         "height": 480, "depth_unit_mm": 1.0}
+    assert meta["dataset"]["cube"] == [300.0, 300.0, 300.0] and meta["image_size"] == 32 and meta["seq_len"] == 4
+    assert len(meta["dataset"]["joint_names"]) == 14
+    again = load_bundle(tiny_bundle.path)
+    np.testing.assert_allclose(again.model.predict_on_batch(samples.clips),
+                               tiny_bundle.model.predict_on_batch(samples.clips), atol=1e-6)
+    other = Camera(300.0, 296.0, 165.0, 118.0, 320, 240, depth_unit_mm=1000.0)
+    assert load_bundle(tiny_bundle.path, camera=other).camera == other
+    assert tiny_bundle.camera.fx == 588.03  # with_camera returns a new bundle
+
+
+def test_bundle_errors_name_the_file(tiny_bundle, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a keras_cadstn bundle"):
+        load_bundle(str(tmp_path))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / SPEC_FILE).write_text("{not json")
+    with pytest.raises(DataError, match="bundle.json: not valid JSON"):
+        load_bundle(str(bad))
+    (bad / SPEC_FILE).write_text(json.dumps({"format": "something else", "version": 1}))
+    with pytest.raises(DataError, match="expected format"):
+        load_bundle(str(bad))
+
+
+def test_samples_are_real_hand_crops(samples):
+    assert samples.clips.shape == (2, 4, 32, 32, 1)
+    hand = samples.clips < 1.0
+    assert hand.mean() > 0.1 and samples.clips.min() >= -1.0  # a hand, inside the cube
+
+
+def test_saved_model_serving_layout_signatures_and_predict_request(tiny_bundle, samples, tmp_path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    report = export.export_saved_model(tiny_bundle, str(tmp_path), name="cadstn", version=3, samples=samples)
+    assert report.path == str(tmp_path / "cadstn" / "3") and report.max_abs_mm <= 0.01
+    assert (tmp_path / "cadstn" / "3" / "saved_model.pb").is_file()
+    assert json.load(open(tmp_path / "cadstn" / "3" / "assets.extra" / SPEC_FILE))["image_size"] == 32
+    assert sorted(os.listdir(tmp_path / "cadstn")) == ["3"]  # no temporary left for TF Serving to see
+
+    loaded = tf.saved_model.load(report.path)
+    assert {"serving_default", "predict_sequence", "predict_frames"} <= set(loaded.signatures)
+    seq = loaded.signatures["predict_sequence"]
+    assert set(seq.structured_input_signature[1]) == {"clips", "center_xyz", "cube"}
+    assert set(seq.structured_outputs) == {"joints_mm", "joints_normalized"}
+
+    # a TF Serving PredictRequest, serialised and parsed as the server would, then run
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "cadstn", "predict_sequence"
+    for name, value in (("clips", samples.clips), ("center_xyz", samples.center_xyz), ("cube", samples.cube)):
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    assert parsed.model_spec.signature_name == "predict_sequence"
+    feeds = {k: tf.constant(tf.make_ndarray(v)) for k, v in parsed.inputs.items()}
+    out = loaded.signatures[parsed.model_spec.signature_name](**feeds)
+    ref = tiny_bundle.model.predict_on_batch(samples.clips)
+    assert out["joints_mm"].shape == (2, 4, 14, 3)
+    np.testing.assert_allclose(out["joints_mm"].numpy(), denormalize(ref, samples.center_xyz, samples.cube), atol=1e-2)
+    # joints_mm by hand for one joint: normalised * cube / 2 + centre
+    n = out["joints_normalized"].numpy()[1, 2, 3:6]
+    np.testing.assert_allclose(out["joints_mm"].numpy()[1, 2, 1], n * 150.0 + samples.center_xyz[1, 2], atol=1e-3)
+
+    frames = loaded.signatures["predict_frames"](crops=tf.constant(samples.crops),
+                                                 center_xyz=tf.constant(samples.center_xyz.reshape(-1, 3)),
+                                                 cube=tf.constant(samples.cube.reshape(-1, 3)))
+    np.testing.assert_allclose(frames["joints_normalized"].numpy(),
+                               tiny_bundle.spatial_model().predict_on_batch(samples.crops), atol=1e-5)
+
+
+@pytest.mark.parametrize("which", export.MODELS)
+def test_tflite_and_onnx_match_keras(tiny_bundle, samples, tmp_path, which):
+    reports = {p: export.export_tflite(tiny_bundle, str(tmp_path / f"{which}_{p}.tflite"), which, p, samples)
+               for p in export.PRECISIONS}
+    assert reports["float32"].max_abs_mm <= 0.01
+    assert reports["float32"].max_abs_mm <= reports["float16"].max_abs_mm  # reduced precision adds error
+    assert reports["int8"].size_bytes < reports["float16"].size_bytes < reports["float32"].size_bytes
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{which}_{p}.tflite" for p in export.PRECISIONS)
+
+    # recomputed here, independently of the exporter's own check
+    model = export.keras_artifact_model(tiny_bundle, which)
+    runner = export.TFLiteRunner(str(tmp_path / f"{which}_float32.tflite"))
+    onnx_report = export.export_onnx(tiny_bundle, str(tmp_path / f"{which}.onnx"), which, samples=samples)
+    assert onnx_report.max_abs_mm <= 0.01
+    onnx_runner = export.ONNXRunner(str(tmp_path / f"{which}.onnx"))
+    crop = samples.crops[:1]
+    if which == "spatial":
+        ref = model.predict_on_batch(crop)
+        got, got_onnx = runner(crop=crop)["joints"], onnx_runner(crop=crop)["joints"]
+    else:
+        h = np.random.default_rng(0).normal(size=(1, 16)).astype("float32")
+        ref = model.predict_on_batch([crop, h, h])[0]
+        got = runner(crop=crop, lstm_h=h, lstm_c=h)["joints"]
+        got_onnx = onnx_runner(crop=crop, lstm_h=h, lstm_c=h)["joints"]
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_allclose(got_onnx, ref, atol=1e-5)
+
+    import onnx
+    graph = onnx.load(str(tmp_path / f"{which}.onnx"))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+
+
+def test_failed_parity_writes_nothing(tiny_bundle, samples, tmp_path, monkeypatch):
+    monkeypatch.setitem(export.TOLERANCE_MM, "float16", 0.0)  # float16 always differs a little
+    with pytest.raises(export.ParityError, match="exceeds 0.0 mm; nothing written"):
+        export.export_tflite(tiny_bundle, str(tmp_path / "spatial.tflite"), "spatial", "float16", samples)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="precision must be one of"):
+        export.export_tflite(tiny_bundle, str(tmp_path / "x.tflite"), "spatial", "int4", samples)
+    with pytest.raises(ValueError, match="model must be one of"):
+        export.export_onnx(tiny_bundle, str(tmp_path / "x.onnx"), "gate", samples=samples)
+
+
+def _onnx_with(op_type, batch_dim):
+    import onnx
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node(op_type, ["x"], ["y"])
+    return helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_tensorrt_preflight(tiny_bundle, samples, tmp_path):
+    import onnx
+    path = str(tmp_path / "step.onnx")
+    export.export_onnx(tiny_bundle, path, "step", samples=samples)
+    shapes = export.check_onnx_for_tensorrt(path, export.BatchProfile(1, 2, 8))
+    assert shapes["crop"] == ((1, 32, 32, 1), (2, 32, 32, 1), (8, 32, 32, 1))
+    assert shapes["lstm_h"] == ((1, 16), (2, 16), (8, 16))
+
+    onnx.save(_onnx_with("NonZero", "batch"), str(tmp_path / "nonzero.onnx"))
+    with pytest.raises(ValueError, match="operators TensorRT cannot parse: NonZero"):
+        export.check_onnx_for_tensorrt(str(tmp_path / "nonzero.onnx"))
+    onnx.save(_onnx_with("Relu", 1), str(tmp_path / "fixed.onnx"))
+    with pytest.raises(ValueError, match="batch dimension is fixed"):
+        export.check_onnx_for_tensorrt(str(tmp_path / "fixed.onnx"))
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        export.BatchProfile(4, 2, 8)
+
+    tool = os.path.join(os.path.dirname(__file__), "..", "tools", "export_trt.py")
+    ok = subprocess.run([sys.executable, tool, "--onnx", path, "--engine", str(tmp_path / "e.engine"), "--check-only"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK for TensorRT" in ok.stdout
+    try:
+        import tensorrt  # noqa: F401
+        has_trt = True
+    except ImportError:
+        has_trt = False
+    if not has_trt:  # this machine: the tool must stop with a clear message and no engine
+        out = subprocess.run([sys.executable, tool, "--onnx", path, "--engine", str(tmp_path / "e.engine")],
+                             capture_output=True, text=True)
+        assert out.returncode == 3 and "cannot build a TensorRT engine here" in out.stderr
+        assert not (tmp_path / "e.engine").exists()
+    bad = subprocess.run([sys.executable, tool, "--onnx", str(tmp_path / "nonzero.onnx"), "--engine", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "NonZero" in bad.stderr

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+
+from keras_cadstn.camera import NYU_CAMERA, Camera
+from keras_cadstn.data.frames import NYU_EVAL_JOINTS
+from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
+from keras_cadstn.errors import DataError
+from keras_cadstn.preprocessing import hand_center, preprocess_frame
+from keras_cadstn.tracking import HandLocaliser, HandTracker
+
+PALM = NYU_EVAL_JOINTS[13]  # the reference joint (palm centre) in the renderer's 36-joint layout
+# half the resolution, other intrinsics, depth stored in metres (a field of view like the Kinect's, so
+# the same part of the forearm is in view)
+OTHER_CAMERA = Camera(fx=300.0, fy=296.0, cx=165.0, cy=118.0, width=320, height=240, depth_unit_mm=1000.0)
+
+
+def render(n, camera=NYU_CAMERA, seed=11):
+    r = SequenceRenderer(seed, SynthConfig(camera=camera))
+    return [r.render(t) for t in range(n)]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return render(6)
+
+
+def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundle, frames):
+    """Tracker (streaming step, LSTM state carried) == the windowed CADSTN on the training crops."""
+    tracker = HandTracker(tiny_bundle)
+    cam, cube = NYU_CAMERA, tiny_bundle.spec.cube
+    crops, centres, outs = [], [], []
+    for depth, joints in frames[:4]:
+        ref = cam.xyz_to_uvd(joints[PALM])
+        crop, info = preprocess_frame(depth, ref, cube, cam, 32)
+        crops.append(crop)
+        centres.append(info.center_xyz)
+        result = tracker.update(depth, center_uvd=ref)
+        assert result.found and result.mode == "given"
+        np.testing.assert_array_equal(result.crop, crop)
+        outs.append(result.joints_mm)
+    clip = np.asarray(crops, np.float32)[None, ..., None]
+    ref = tiny_bundle.model.predict_on_batch(clip)[0].reshape(4, 14, 3) * 150.0 + np.asarray(centres)[:, None]
+    np.testing.assert_allclose(np.asarray(outs), ref, atol=1e-3)
+
+
+def test_backends_agree(tiny_bundle, frames, tmp_path):
+    results = {}
+    for backend in ("keras", "tflite", "onnx"):
+        path = None if backend == "keras" else str(tmp_path / ("step.tflite" if backend == "tflite" else "step.onnx"))
+        tracker = HandTracker(tiny_bundle, backend=backend, model_path=path)  # exported (and verified) on first use
+        assert path is None or (tmp_path / path.split("/")[-1]).is_file()
+        results[backend] = np.asarray([tracker.update(d).joints_mm for d, _ in frames])
+    np.testing.assert_allclose(results["tflite"], results["keras"], atol=0.01)
+    np.testing.assert_allclose(results["onnx"], results["keras"], atol=0.01)
+
+
+def test_localiser_finds_the_hand_without_labels(frames):
+    loc = HandLocaliser()
+    cube = np.array([300.0, 300.0, 300.0])
+    previous = None
+    for depth, joints in frames:
+        labelled = hand_center(depth, NYU_CAMERA.xyz_to_uvd(joints[PALM]), cube, NYU_CAMERA)
+        found, mode = loc.track(depth, previous, cube, NYU_CAMERA)
+        assert mode == ("detected" if previous is None else "tracked")
+        err = np.linalg.norm(NYU_CAMERA.uvd_to_xyz(found) - NYU_CAMERA.uvd_to_xyz(labelled))
+        assert err < 40.0, f"localised centre {err:.1f} mm from the labelled one"
+        previous = found
+    wall_only = np.full((480, 640), 1800.0, np.float32)  # beyond the band: nothing near the camera
+    assert loc.detect(wall_only, cube, NYU_CAMERA) is None
+    assert loc.detect(np.zeros((480, 640), np.float32), cube, NYU_CAMERA) is None
+
+
+def test_no_hand_resets_the_state_then_recovers(tiny_bundle, frames):
+    tracker = HandTracker(tiny_bundle)
+    first = tracker.update(frames[0][0])
+    tracker.update(frames[1][0])
+    assert np.abs(tracker.h).sum() > 0
+    lost = tracker.update(np.zeros((480, 640), np.uint16))
+    assert not lost.found and lost.joints_mm is None and lost.mode == "no hand"
+    assert np.abs(tracker.h).sum() == 0 and tracker.previous_uvd is None
+    again = tracker.update(frames[0][0])
+    assert again.mode == "detected"
+    np.testing.assert_allclose(again.joints_mm, first.joints_mm, atol=1e-4)  # same as from a fresh start
+
+
+def test_bad_frames_raise_clear_errors(tiny_bundle):
+    tracker = HandTracker(tiny_bundle)
+    with pytest.raises(DataError, match=r"frame 0: depth image has shape \(240, 320\), expected \(480, 640\)"):
+        tracker.update(np.zeros((240, 320), np.uint16))
+    with pytest.raises(DataError, match="dtype bool is not numeric"):
+        tracker.update(np.zeros((480, 640), bool))
+    nan = np.full((480, 640), 700.0, np.float32)
+    nan[10, 10] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        tracker.update(nan)
+    with pytest.raises(DataError, match="numpy depth image"):
+        tracker.update([[0]])
+    with pytest.raises(ValueError, match="backend must be one of"):
+        HandTracker(tiny_bundle, backend="tensorrt")
+
+
+def test_another_camera_in_metres_is_a_setting_not_a_code_change(tiny_bundle):
+    """The same hand motion seen by the NYU Kinect (mm) and by a 320x240 sensor with other intrinsics
+    that stores metres: with the bundle's camera replaced, the tracker crops the same hand."""
+    seq_mm = render(4, NYU_CAMERA, seed=5)
+    seq_m = render(4, OTHER_CAMERA, seed=5)  # renderer output is mm; the sensor stores metres
+    a = HandTracker(tiny_bundle)
+    b = HandTracker(tiny_bundle.with_camera(OTHER_CAMERA))
+    for (depth_a, joints_a), (depth_b, joints_b) in zip(seq_mm, seq_m):
+        np.testing.assert_allclose(joints_a, joints_b, atol=1e-6)  # same motion
+        ra = a.update(depth_a.astype(np.uint16))
+        rb = b.update((depth_b / 1000.0).astype(np.float32))
+        assert ra.found and rb.found
+        centre_a, centre_b = NYU_CAMERA.uvd_to_xyz(ra.center_uvd), OTHER_CAMERA.uvd_to_xyz(rb.center_uvd)
+        assert np.linalg.norm(centre_a - centre_b) < 10.0
+        hand_a, hand_b = ra.crop < 1.0, rb.crop < 1.0
+        assert (hand_a & hand_b).sum() / (hand_a | hand_b).sum() > 0.8  # same hand silhouette
+        assert np.abs(ra.crop[hand_a & hand_b] - rb.crop[hand_a & hand_b]).mean() < 0.05  # same depths (7.5 mm)
+        assert np.abs(ra.joints_mm - rb.joints_mm).mean() < 10.0
+    # the same metres read as if they were mm (the unit setting forgotten): no hand near the camera
+    import dataclasses
+    forgot_unit = HandTracker(tiny_bundle.with_camera(dataclasses.replace(OTHER_CAMERA, depth_unit_mm=1.0)))
+    assert not forgot_unit.update((seq_m[0][0] / 1000.0).astype(np.float32)).found
+    with pytest.raises(DataError, match=r"expected \(480, 640\)"):  # and the NYU setting rejects the size
+        HandTracker(tiny_bundle).update((seq_m[0][0] / 1000.0).astype(np.float32))

@@ -1,0 +1,157 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cadstn.models import CADSTNConfig, build_fusion_network, build_spatial_network, build_temporal_network
+from keras_cadstn.train import STAGES, TrainConfig, checkpoint_period, train_cadstn
+
+TINY = CADSTNConfig(image_size=32, seq_len=4, fc_units=16, lstm_units=8, dropout=0.0, lstm_dropout=0.0)
+
+
+def _history(stage_dir):
+    with open(os.path.join(stage_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_checkpoint_period_divides_the_steps():
+    assert checkpoint_period(60000, 1000) == 1000
+    assert checkpoint_period(1500, 1000) == 750  # ends at exactly 1500 = 2 x 750
+    assert checkpoint_period(7, 100) == 7
+    assert checkpoint_period(1001, 1000) == 143  # 7 x 11 x 13
+    with pytest.raises(ValueError, match="must be >= 1"):
+        checkpoint_period(0, 10)
+
+
+def test_fusion_loss_is_reported_with_compiled_submodels(rng):
+    """Regression: a compiled (e.g. loaded) sub-model's own 'loss' tracker used to overwrite the
+    fusion model's loss in fit/evaluate logs with 0.0."""
+    spatial, temporal = build_spatial_network(TINY), build_temporal_network(TINY)
+    for m in (spatial, temporal):
+        m.compile(optimizer="adam", loss="mse")
+    fusion = build_fusion_network(spatial, temporal, TINY)
+    fusion.compile(optimizer="adam", loss="mse")
+    x = rng.uniform(-1, 1, (2, 4, 32, 32, 1)).astype("float32")
+    y = rng.normal(size=(2, 4, 42)).astype("float32")
+    expected = float(np.mean((fusion.predict_on_batch(x) - y) ** 2))
+    assert expected > 0.1
+    np.testing.assert_allclose(fusion.evaluate(x, y, verbose=0), expected, rtol=1e-5)
+    np.testing.assert_allclose(fusion.train_on_batch(x, y), expected, rtol=1e-5)
+
+
+def test_all_stages_train_log_and_resume_by_loading(synth_records, tmp_path):
+    steps = {"baseline": 4, "sliced3d": 2, "spatial": 4, "temporal": 4, "fusion": 4}
+    cfg = TrainConfig(steps=steps, batch_size=16, checkpoint_every=2, verbose=0, augment=True)
+    pattern = os.path.join(synth_records, "train", "*.tfrecord")
+    run = str(tmp_path / "run")
+    trained = train_cadstn(pattern, run, TINY, cfg)
+    assert set(trained) == set(STAGES)
+    for stage in STAGES:
+        d = os.path.join(run, stage)
+        for name in ("model.keras", "checkpoint.keras", "history.csv", "backup/training_metadata.json"):
+            assert os.path.exists(os.path.join(d, name)), f"{stage}: {name} missing"
+        assert os.listdir(os.path.join(d, "logs")), f"{stage}: no TensorBoard logs"
+        rows = _history(d)
+        assert [int(r["epoch"]) for r in rows] == list(range(steps[stage] // 2))  # one row per checkpoint period
+        losses = [float(r["loss"]) for r in rows]
+        assert all(np.isfinite(losses)) and min(losses) > 0, f"{stage}: loss {losses}"
+        saved = keras.models.load_model(os.path.join(d, "model.keras"))
+        assert int(saved.optimizer.iterations.numpy()) == steps[stage]
+    # the encoder of the temporal network comes from the trained Baseline and stays frozen
+    enc = trained["temporal"].get_layer("frame_encoder").layer
+    np.testing.assert_array_equal(enc.get_layer("conv1").get_weights()[0],
+                                  trained["baseline"].get_layer("conv1").get_weights()[0])
+    assert not enc.trainable
+    # a finished stage is loaded, not retrained
+    mtime = os.path.getmtime(os.path.join(run, "spatial", "model.keras"))
+    again = train_cadstn(pattern, run, TINY, cfg, stages=("spatial",))
+    assert os.path.getmtime(os.path.join(run, "spatial", "model.keras")) == mtime
+    x = np.zeros((1, 32, 32, 1), np.float32)
+    np.testing.assert_allclose(again["spatial"].predict_on_batch(x)["joints"],
+                               trained["spatial"].predict_on_batch(x)["joints"], atol=1e-6)
+
+
+def test_fusion_without_its_substages_is_refused(synth_records, tmp_path):
+    with pytest.raises(ValueError, match="needs the trained"):
+        train_cadstn(os.path.join(synth_records, "train", "*.tfrecord"), str(tmp_path), TINY,
+                     TrainConfig(steps=dict.fromkeys(STAGES, 2), verbose=0), stages=("fusion",))
+
+
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(synth_records, tmp_path):
+    steps, every = 400, 10
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "keras_cadstn.cli", "train", "--records", synth_records, "--run-dir", str(run),
+           "--stages", "baseline", "--steps", str(steps), "--checkpoint-every", str(every), "--batch-size", "8",
+           "--image-size", "32", "--seq-len", "4"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    meta = run / "baseline" / "backup" / "training_metadata.json"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                killed_at = json.loads(meta.read_text())["epoch"]
+            except (OSError, ValueError, KeyError):
+                killed_at = None
+            if killed_at is not None and killed_at >= 3:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the training finished before it could be killed"
+    assert not (run / "baseline" / "model.keras").exists()
+    assert killed_at < steps // every
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # Keras prints the epoch it resumes at: it did not start from scratch
+    assert f"Epoch {killed_at + 1}/{steps // every}" in out.stdout
+    assert "Epoch 1/" not in out.stdout
+    model = keras.models.load_model(run / "baseline" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == steps  # exactly the requested steps in total
+    epochs = [int(r["epoch"]) for r in _history(run / "baseline")]
+    assert set(epochs) == set(range(steps // every))
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_cadstn.models import CADSTNConfig
+    from keras_cadstn.train import TrainConfig, train_cadstn
+    records, out = sys.argv[1], sys.argv[2]
+    mcfg = CADSTNConfig(image_size=32, seq_len=4, fc_units=16, lstm_units=8, dropout=0.0, lstm_dropout=0.0)
+    losses = {}
+    for strategy in ("default", "mirrored"):
+        cfg = TrainConfig(steps={"baseline": 12}, batch_size=16, checkpoint_every=3, strategy=strategy,
+                          augment=False, shuffle=False, verbose=0)
+        model = train_cadstn(os.path.join(records, "train", "*.tfrecord"), os.path.join(out, strategy), mcfg, cfg,
+                             stages=("baseline",))["baseline"]
+        import csv
+        with open(os.path.join(out, strategy, "baseline", "history.csv")) as f:
+            losses[strategy] = [float(r["loss"]) for r in csv.DictReader(f)]
+    print(json.dumps({"losses": losses, "replicas": len(tf.config.list_logical_devices("CPU"))}))
+""")
+
+
+def test_mirrored_strategy_over_two_cpus_matches_single_device(synth_records, tmp_path):
+    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, synth_records, str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    single, mirrored = result["losses"]["default"], result["losses"]["mirrored"]
+    assert len(single) == len(mirrored) == 4
+    assert single[-1] < single[0]  # it trains
+    np.testing.assert_allclose(mirrored, single, rtol=1e-5)
