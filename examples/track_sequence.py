@@ -43,6 +43,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=123, help="synthetic sequence seed")
     p.add_argument("--backend", choices=["keras", "tflite", "onnx"], default="keras")
     p.add_argument("--centre", choices=["localiser", "labelled"], default="localiser")
+    p.add_argument("--camera", help="another sensor for the synthetic sequence: fx,fy,cx,cy,width,height,mm_per_unit "
+                                    "(e.g. 300,296,165,118,320,240,1000 for a 320x240 camera storing metres)")
     p.add_argument("--out", default="track.png")
     p.add_argument("--every", type=int, default=12, help="image strip: one panel every N frames")
     args = p.parse_args(argv)
@@ -57,6 +59,10 @@ def main(argv=None):
     from keras_cadstn.tracking import HandTracker
 
     bundle = load_bundle(args.bundle)
+    if args.camera:
+        from keras_cadstn.camera import Camera
+        fx, fy, cx, cy, w, h, unit = (float(v) for v in args.camera.split(","))
+        bundle = bundle.with_camera(Camera(fx, fy, cx, cy, int(w), int(h), depth_unit_mm=unit))
     if args.data != "synthetic":
         from keras_cadstn.data import get_spec
         bundle = bundle.with_camera(get_spec(args.data.split(":")[0]).camera)

@@ -59,11 +59,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from keras_cadstn.errors import DataError
     try:
-        args.func(args)
+        code = args.func(args)
     except (DataError, FileNotFoundError) as e:
         print(f"cadstn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -45,10 +45,12 @@ def cmd_demo(args):
 def cmd_export(args):
     from keras_cadstn.bundle import load_bundle
     from keras_cadstn.export import export_all
-    reports = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
-                         onnx=not args.no_onnx, saved_model=not args.no_saved_model)
+    reports, refused = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
+                         onnx=not args.no_onnx, saved_model=not args.no_saved_model, num_clips=args.clips)
     print(f"\n{len(reports)} artifacts, each checked against the Keras model on real crops "
-          f"({args.records or 'synthetic hands rendered with the bundle camera'}).")
+          f"({args.records or 'synthetic hands rendered with the bundle camera'})"
+          + (f"; {len(refused)} refused (parity beyond tolerance, nothing written)." if refused else "."))
+    return 1 if refused else 0
 
 
 def add_demo_arguments(d):
@@ -98,8 +100,9 @@ def add_parsers(sub):
     x.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
     x.add_argument("--out", required=True)
     x.add_argument("--records", help="TFRecord glob of real crops for parity checks and int8 calibration")
-    x.add_argument("--precisions", nargs="+", choices=["float32", "float16", "int8"],
-                   default=["float32", "float16", "int8"])
+    x.add_argument("--precisions", nargs="+", choices=["float32", "float16", "dynamic_int8", "int8"],
+                   default=["float32", "float16", "dynamic_int8", "int8"])
+    x.add_argument("--clips", type=int, default=20, help="clips of T crops for parity checks and calibration")
     x.add_argument("--no-onnx", action="store_true")
     x.add_argument("--no-saved-model", action="store_true")
     x.set_defaults(func=cmd_export)

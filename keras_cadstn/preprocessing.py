@@ -33,18 +33,25 @@ def _cube_box(center_uvd, cube, camera: Camera):
     return camera.fx * cube[0] / 2.0 / z, camera.fy * cube[1] / 2.0 / z
 
 
-def _pixels_in_cube(depth_mm, center_uvd, cube, camera):
-    """(u, v, d) of the pixels whose position and depth lie in the cube around ``center_uvd``."""
+def _mean_of_pixels_in_cube(depth_mm, center_uvd, cube, camera):
+    """Mean (u, v, d) of the pixels whose position and depth lie in the cube around ``center_uvd``,
+    or None when there are none. Sums per row/column instead of listing the pixels (~10x faster:
+    this runs twice per frame in the tracker)."""
     hw, hh = _cube_box(center_uvd, cube, camera)
     h, w = depth_mm.shape
     u0, u1 = max(int(np.floor(center_uvd[0] - hw)), 0), min(int(np.ceil(center_uvd[0] + hw)) + 1, w)
     v0, v1 = max(int(np.floor(center_uvd[1] - hh)), 0), min(int(np.ceil(center_uvd[1] + hh)) + 1, h)
     if u0 >= u1 or v0 >= v1:
-        return np.zeros((0, 3))
+        return None
     patch = depth_mm[v0:v1, u0:u1]
     inside = (patch > 0) & (np.abs(patch - center_uvd[2]) <= cube[2] / 2.0)
-    vs, us = np.nonzero(inside)
-    return np.stack([us + u0, vs + v0, patch[vs, us]], axis=-1).astype(np.float64)
+    n = np.count_nonzero(inside)
+    if n == 0:
+        return None
+    u = inside.sum(axis=0) @ np.arange(u0, u1, dtype=np.float64) / n
+    v = inside.sum(axis=1) @ np.arange(v0, v1, dtype=np.float64) / n
+    d = np.sum(patch, where=inside, dtype=np.float64) / n
+    return np.array([u, v, d])
 
 
 def hand_center(depth_mm, reference_uvd, cube, camera: Camera, refinements: int = 1,
@@ -60,12 +67,12 @@ def hand_center(depth_mm, reference_uvd, cube, camera: Camera, refinements: int 
     if not np.all(np.isfinite(center)) or center[2] <= 0:
         raise DataError(f"{where}: reference point {center.tolist()} must be finite with depth > 0 mm")
     for _ in range(1 + refinements):
-        pts = _pixels_in_cube(depth_mm, center, cube, camera)
-        if len(pts) == 0:
+        mean = _mean_of_pixels_in_cube(depth_mm, center, cube, camera)
+        if mean is None:
             raise NoHandError(
                 f"{where}: no depth pixel within the {cube.tolist()} mm cube around "
                 f"uvd {np.round(center, 1).tolist()}: no hand to crop")
-        center = pts.mean(axis=0)
+        center = mean
     return center
 
 
@@ -144,8 +151,10 @@ def slice_volume(crop, num_slices: int = 8):
     # a zero or negative span, replaced by 1 so the division is safe and every hand pixel goes to 0.
     span = d_max - d_min
     span = ops.where(span > 0, span, ops.ones_like(span))
-    index = ops.floor((crop - d_min) / span * num_slices)
-    index = ops.clip(index, 0, num_slices - 1)
+    # clip to [0, 1] before scaling: same slices for hand pixels (the background is masked below),
+    # and a small range keeps int8-quantised exports (TFLite full-integer) from mis-slicing
+    position = ops.clip((crop - d_min) / span, 0.0, 1.0)
+    index = ops.clip(ops.floor(position * num_slices), 0, num_slices - 1)
     # (..., M, M, 1) == (L,) broadcasts to the one-hot volume; written as a comparison rather than
     # one_hot because ONNX OneHot is not supported by TensorRT 8.x parsers (Jetson).
     slices = ops.cast(ops.arange(num_slices), crop.dtype)

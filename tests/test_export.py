@@ -96,6 +96,7 @@ def test_tflite_and_onnx_match_keras(tiny_bundle, samples, tmp_path, which):
     assert reports["float32"].max_abs_mm <= 0.01
     assert reports["float32"].max_abs_mm <= reports["float16"].max_abs_mm  # reduced precision adds error
     assert reports["int8"].size_bytes < reports["float16"].size_bytes < reports["float32"].size_bytes
+    assert reports["dynamic_int8"].size_bytes < reports["float16"].size_bytes
     assert sorted(os.listdir(tmp_path)) == sorted(f"{which}_{p}.tflite" for p in export.PRECISIONS)
 
     # recomputed here, independently of the exporter's own check
