@@ -22,9 +22,10 @@ setup(
         "tensorboard>=2.20",  # no longer pulled in by tensorflow 2.21; the TensorBoard callback needs it
     ],
     extras_require={
-        "export": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18", "ai-edge-litert>=2.0"],
+        "export": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18", "ai-edge-litert>=2.0",
+                   "tensorflow-serving-api>=2.21,<2.22"],
         "test": ["pytest>=8", "jax[cpu]>=0.4.30", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18",
-                 "ai-edge-litert>=2.0"],
+                 "ai-edge-litert>=2.0", "tensorflow-serving-api>=2.21,<2.22"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["cadstn=keras_cadstn.cli:main"]},
