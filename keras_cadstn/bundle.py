@@ -16,10 +16,10 @@ import os
 import shutil
 import warnings
 
-import numpy as np
 
 from keras_cadstn.camera import Camera
 from keras_cadstn.data.frames import DatasetSpec
+from keras_cadstn.data.tfrecord import read_json
 from keras_cadstn.errors import DataError
 from keras_cadstn.models.config import CADSTNConfig
 
@@ -114,11 +114,7 @@ def read_bundle_json(path: str) -> dict:
     spec_path = os.path.join(path, SPEC_FILE)
     if not os.path.isfile(spec_path):
         raise FileNotFoundError(f"{path}: not a keras_cadstn bundle (no {SPEC_FILE})")
-    try:
-        with open(spec_path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{spec_path}: not valid JSON ({e})") from None
+    meta = read_json(spec_path)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DataError(f"{spec_path}: expected format {FORMAT!r} version {VERSION}, "
                         f"got {meta.get('format')!r} version {meta.get('version')!r}")
@@ -142,11 +138,3 @@ def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
         raise DataError(f"{model_path}: model input {tuple(model.input.shape)} does not match the "
                         f"bundle's {expected}")
     return bundle.with_camera(camera) if camera is not None else bundle
-
-
-def denormalize(joints_norm, center_xyz, cube) -> np.ndarray:
-    """(..., 3K) cube-normalised -> (..., K, 3) mm for a bundle's predictions."""
-    from keras_cadstn.preprocessing import denormalize_joints
-    j = np.asarray(joints_norm, np.float64)
-    return denormalize_joints(j.reshape(j.shape[:-1] + (-1, 3)), np.asarray(center_xyz)[..., None, :],
-                              np.asarray(cube)[..., None, :])

@@ -155,16 +155,16 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     plots = plot_comparison(gt, preds, os.path.join(cfg.workdir, "plots"), spec.joint_names,
                             title=f"{cfg.data} test split")
     print(f"\nplots: {', '.join(plots)}\nresults files ({fmt} uvd format): {res_dir}")
-    bundle = save_bundle(os.path.join(cfg.workdir, "bundle"), trained["fusion"], spec, mcfg)
-    results["bundle"] = bundle
-    results["tracker"] = tracker_errors(load_bundle(bundle), cfg)
+    bundle = load_bundle(save_bundle(os.path.join(cfg.workdir, "bundle"), trained["fusion"], spec, mcfg))
+    results["bundle"] = bundle.path
+    results["tracker"] = tracker_errors(bundle, cfg)
     print("\nReal-time tracker on the test split (streaming, LSTM state carried through each sequence):\n"
           "| hand centre from | mean error (mm) | frames without a hand |\n|---|---|---|\n"
           + "\n".join(f"| {k} | {v['mean_error']:.2f} | {v['no_hand_frames']} |" for k, v in results["tracker"].items()))
     if export:
         from keras_cadstn.export import export_saved_model
-        report = export_saved_model(load_bundle(bundle), os.path.join(cfg.workdir, "export"), name="cadstn", version=1)
-        print(f"bundle: {bundle}\nSavedModel (TF Serving layout, checked: max |error| {report.max_abs_mm:.5f} mm): "
+        report = export_saved_model(bundle, os.path.join(cfg.workdir, "export"), name="cadstn", version=1)
+        print(f"bundle: {bundle.path}\nSavedModel (TF Serving layout, checked: max |error| {report.max_abs_mm:.5f} mm): "
               f"{report.path}")
         results["saved_model"] = report.path
     from keras_cadstn.data.tfrecord import write_json_atomic

@@ -11,7 +11,7 @@ import numpy as np
 
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS, get_spec
 from keras_cadstn.errors import DataError
-from keras_cadstn.preprocessing import denormalize_joints
+from keras_cadstn.preprocessing import joints_to_mm
 
 
 def load_results(path: str, dataset: str = "nyu", fmt: str = "uvd") -> np.ndarray:
@@ -84,13 +84,6 @@ def success_rate(gt, pred, thresholds=np.arange(0, 81)) -> np.ndarray:
     """Fraction of frames whose largest joint error is <= each threshold (mm)."""
     worst = _check(gt, pred).max(axis=1)
     return (worst[None, :] <= np.asarray(thresholds, np.float64)[:, None]).mean(axis=1)
-
-
-def predictions_to_mm(pred_norm, meta) -> np.ndarray:
-    """Cube-normalised predictions (N, 3K) + the records' centre/cube -> (N, K, 3) mm."""
-    pred = np.asarray(pred_norm, np.float64).reshape(len(pred_norm), -1, 3)
-    return denormalize_joints(pred, np.asarray(meta["center_xyz"], np.float64)[:, None, :],
-                              np.asarray(meta["cube"], np.float64)[:, None, :])
 
 
 def comparison_table(gt, results: dict) -> str:
@@ -193,7 +186,7 @@ def predict_split(models: dict, pattern: str, seq_len: int, batch_size: int = 12
                                   for a, b in sequence_segments(meta["sequence_id"], meta["frame_index"])])
         else:
             out = predict_batched(model, crops, batch_size)
-        preds[name] = predictions_to_mm(out, meta)
+        preds[name] = joints_to_mm(out, meta["center_xyz"], meta["cube"])
     return meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64), preds
 
 

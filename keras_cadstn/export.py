@@ -137,31 +137,25 @@ def _size(path: str) -> int:
 
 # ----------------------------------------------------------------------------- Keras references
 
-def streaming_reference(step_model, samples: Samples) -> np.ndarray:
-    """Keras streaming step over each clip from zero state: (B, T, 3K). Batch of clips at once."""
-    units = step_model.inputs[1].shape[-1]
-    b, t = samples.clips.shape[:2]
-    h = np.zeros((b, units), np.float32)
-    c = np.zeros((b, units), np.float32)
+def run_step_over_clips(step, units: int, samples: Samples, clips_at_once: bool = True) -> np.ndarray:
+    """A one-frame step ``step(crop, h, c) -> (joints, h', c')`` over each clip from zero LSTM state:
+    (B, T, 3K). ``clips_at_once`` feeds all B clips as one batch per frame; otherwise clip by clip
+    with batch 1 (artifacts exported with a fixed batch)."""
+    groups = [samples.clips] if clips_at_once else [clip[None] for clip in samples.clips]
     out = []
-    for i in range(t):
-        j, h, c = step_model.predict_on_batch([samples.clips[:, i], h, c])
-        out.append(np.asarray(j))
-    return np.stack(out, axis=1)
+    for clips in groups:
+        h = np.zeros((len(clips), units), np.float32)
+        c = np.zeros((len(clips), units), np.float32)
+        joints = []
+        for i in range(clips.shape[1]):
+            j, h, c = step(clips[:, i], h, c)
+            joints.append(np.asarray(j))
+        out.append(np.stack(joints, axis=1))
+    return np.concatenate(out).astype(np.float32)
 
 
-def run_step_clips(run_one, units: int, samples: Samples) -> np.ndarray:
-    """An artifact's one-frame, batch-1 step ``run_one(crop, h, c) -> (joints, h, c)`` over each clip."""
-    rows = []
-    for clip in samples.clips:
-        h = np.zeros((1, units), np.float32)
-        c = np.zeros((1, units), np.float32)
-        js = []
-        for crop in clip:
-            j, h, c = run_one(crop[None], h, c)
-            js.append(np.asarray(j).reshape(-1))
-        rows.append(js)
-    return np.asarray(rows, np.float32)
+def keras_step(step_model):
+    return lambda crop, h, c: [np.asarray(o) for o in step_model.predict_on_batch([crop, h, c])]
 
 
 # ----------------------------------------------------------------------------- SavedModel
@@ -224,8 +218,8 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
     errs = [_errors_mm(ref_seq, seq["joints_normalized"].numpy(), samples.cube),
             _errors_mm(ref_frames, frames["joints_normalized"].numpy(), samples.cube)]
     # the mm outputs must be the normalised ones mapped back with the same centre/cube
-    from keras_cadstn.bundle import denormalize
-    mm_err = np.abs(seq["joints_mm"].numpy() - denormalize(ref_seq, samples.center_xyz, samples.cube)).max()
+    from keras_cadstn.preprocessing import joints_to_mm
+    mm_err = np.abs(seq["joints_mm"].numpy() - joints_to_mm(ref_seq, samples.center_xyz, samples.cube)).max()
     report = ExportReport(path, "saved_model", "cadstn", "float32", max(max(e[0] for e in errs), float(mm_err)),
                           float(np.mean([e[1] for e in errs])), _size(tmp))
     _check(report, tmp)
@@ -295,6 +289,14 @@ class TFLiteRunner:
         return self.runner(**{k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()})
 
 
+def as_step(runner):
+    """A TFLite/ONNX runner of an exported step model as ``step(crop, h, c) -> (joints, h', c')``."""
+    def step(crop, h, c):
+        out = runner(crop=crop, lstm_h=h, lstm_c=c)
+        return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
+    return step
+
+
 def _convert(converter, precision, keras_model, calibration: Samples, which: str) -> bytes:
     import tensorflow as tf
     if precision == "float16":
@@ -347,13 +349,9 @@ def export_tflite(bundle, path: str, which: str = "step", precision: str = "floa
         ref = keras_model.predict_on_batch(samples.crops)
         got = np.concatenate([runner(crop=c[None])["joints"] for c in samples.crops])
     else:
-        ref = streaming_reference(keras_model, samples)
         units = keras_model.inputs[1].shape[-1]
-
-        def one(crop, h, c):
-            out = runner(crop=crop, lstm_h=h, lstm_c=c)
-            return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
-        got = run_step_clips(one, units, samples)
+        ref = run_step_over_clips(keras_step(keras_model), units, samples)
+        got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=False)  # batch 1
     report = ExportReport(path, "tflite", which, precision, *_errors_mm(ref, got, samples.cube), len(data))
     _check(report, tmp)
     os.replace(tmp, path)
@@ -396,17 +394,9 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
         ref = keras_model.predict_on_batch(samples.crops)
         got = runner(crop=samples.crops)["joints"]
     else:
-        ref = streaming_reference(keras_model, samples)
         units = keras_model.inputs[1].shape[-1]
-        b = len(samples.clips)
-        h = np.zeros((b, units), np.float32)
-        c = np.zeros((b, units), np.float32)
-        js = []
-        for i in range(samples.clips.shape[1]):  # all clips at once: also checks the dynamic batch
-            out = runner(crop=samples.clips[:, i], lstm_h=h, lstm_c=c)
-            js.append(out["joints"])
-            h, c = out["lstm_h_out"], out["lstm_c_out"]
-        got = np.stack(js, axis=1)
+        ref = run_step_over_clips(keras_step(keras_model), units, samples)
+        got = run_step_over_clips(as_step(runner), units, samples)  # all clips at once: the dynamic batch
     report = ExportReport(path, "onnx", which, "float32", *_errors_mm(ref, got, samples.cube), os.path.getsize(tmp))
     _check(report, tmp)
     os.replace(tmp, path)

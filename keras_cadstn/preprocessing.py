@@ -115,6 +115,13 @@ def denormalize_joints(joints_norm, center_xyz, cube) -> np.ndarray:
     return np.asarray(joints_norm, np.float64) * (cube / 2.0) + np.asarray(center_xyz, np.float64)
 
 
+def joints_to_mm(joints_norm_flat, center_xyz, cube) -> np.ndarray:
+    """Network output (..., 3K), cube-normalised, with its crop's centre/cube (..., 3) -> (..., K, 3) mm."""
+    j = np.asarray(joints_norm_flat, np.float64)
+    return denormalize_joints(j.reshape(j.shape[:-1] + (-1, 3)), np.asarray(center_xyz, np.float64)[..., None, :],
+                              np.asarray(cube, np.float64)[..., None, :])
+
+
 def preprocess_frame(depth_mm, reference_uvd, cube, camera: Camera, size: int = 128,
                      where: str = "frame"):
     """Raw depth (mm) + reference point -> (normalised crop (size, size) float32, CropInfo)."""

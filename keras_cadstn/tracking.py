@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from keras_cadstn.errors import DataError, NoHandError
-from keras_cadstn.preprocessing import crop_and_normalize, denormalize_joints, hand_center
+from keras_cadstn.preprocessing import crop_and_normalize, hand_center, joints_to_mm
 
 BACKENDS = ("keras", "tflite", "onnx")
 
@@ -88,22 +88,6 @@ class _KerasStep:
         return self.numpy(self.fn(crop, h, c))
 
 
-class _TFLiteStep:
-    def __init__(self, path, num_threads):
-        from keras_cadstn.export import TFLiteRunner
-        self.run = TFLiteRunner(path, num_threads)
-
-    def __call__(self, crop, h, c):
-        out = self.run(crop=crop, lstm_h=h, lstm_c=c)
-        return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
-
-
-class _ONNXStep(_TFLiteStep):
-    def __init__(self, path, num_threads):
-        from keras_cadstn.export import ONNXRunner
-        self.run = ONNXRunner(path, num_threads)
-
-
 def artifact_path(bundle, backend: str, precision: str = "float32") -> str:
     """Where a bundle keeps its exported step model (created on first use, verified on export)."""
     name = f"step_{precision}.tflite" if backend == "tflite" else "step.onnx"
@@ -127,7 +111,8 @@ def make_step(bundle, backend: str = "keras", precision: str = "float32", path: 
             export.export_tflite(bundle, path, "step", precision)
         else:
             export.export_onnx(bundle, path, "step")
-    return _TFLiteStep(path, num_threads) if backend == "tflite" else _ONNXStep(path, num_threads)
+    from keras_cadstn.export import ONNXRunner, TFLiteRunner, as_step
+    return as_step((TFLiteRunner if backend == "tflite" else ONNXRunner)(path, num_threads))
 
 
 # ----------------------------------------------------------------------------- tracker
@@ -201,8 +186,7 @@ class HandTracker:
         joints, self.h, self.c = self.step(crop[None, :, :, None], self.h, self.c)
         self.previous_uvd = center
         self.since_reset += 1
-        center_xyz = self.camera.uvd_to_xyz(center)
-        joints_mm = denormalize_joints(np.asarray(joints, np.float64).reshape(-1, 3), center_xyz, self.cube)
+        joints_mm = joints_to_mm(np.asarray(joints)[0], self.camera.uvd_to_xyz(center), self.cube)
         return TrackResult(True, joints_mm, center, mode, crop)
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from keras_cadstn import export
-from keras_cadstn.bundle import SPEC_FILE, denormalize, load_bundle
+from keras_cadstn.bundle import SPEC_FILE, load_bundle
 from keras_cadstn.camera import Camera
 from keras_cadstn.errors import DataError
+from keras_cadstn.preprocessing import joints_to_mm
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_saved_model_serving_layout_signatures_and_predict_request(tiny_bundle, 
     out = loaded.signatures[parsed.model_spec.signature_name](**feeds)
     ref = tiny_bundle.model.predict_on_batch(samples.clips)
     assert out["joints_mm"].shape == (2, 4, 14, 3)
-    np.testing.assert_allclose(out["joints_mm"].numpy(), denormalize(ref, samples.center_xyz, samples.cube), atol=1e-2)
+    np.testing.assert_allclose(out["joints_mm"].numpy(), joints_to_mm(ref, samples.center_xyz, samples.cube), atol=1e-2)
     # joints_mm by hand for one joint: normalised * cube / 2 + centre
     n = out["joints_normalized"].numpy()[1, 2, 3:6]
     np.testing.assert_allclose(out["joints_mm"].numpy()[1, 2, 1], n * 150.0 + samples.center_xyz[1, 2], atol=1e-3)

@@ -41,15 +41,20 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def read_manifest(directory: str) -> dict:
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: manifest not found (write shards with `cadstn convert`)")
+def read_json(path: str):
+    """A JSON file written by this library; unreadable JSON is a DataError naming the file."""
     try:
         with open(path) as f:
             return json.load(f)
     except ValueError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_manifest(directory: str) -> dict:
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: manifest not found (write shards with `cadstn convert`)")
+    return read_json(path)
 
 
 def encode_example(crop, joints_norm, joints_xyz, info, camera_intrinsics, sequence_id, frame_index):
