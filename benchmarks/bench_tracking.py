@@ -102,6 +102,11 @@ def main():
             refused.append(str(e))
             continue
         rows.append((f"streaming, {backend} {precision}", time_tracker(tracker, depth_frames)))
+    # the same tracker with the network replaced by a no-op: what the pre-processing costs
+    tracker = HandTracker(bundle, backend="keras")
+    k = 3 * bundle.spec.num_joints
+    tracker.step = lambda crop, h, c: (np.zeros((1, k), np.float32), h, c)
+    preprocessing = time_tracker(tracker, depth_frames)
     rows.append((f"naive: {bundle.seq_len}-frame window re-run, keras", time_tracker(NaiveWindowTracker(bundle),
                                                                                    depth_frames[:max(args.frames // 4, 20)])))
     best = min(np.percentile(ms, 50) for name, ms in rows[:-1])
@@ -114,6 +119,8 @@ def main():
     for name, ms in rows:
         p50 = np.percentile(ms, 50)
         print(f"| {name} | {p50:.2f} | {np.percentile(ms, 99):.2f} | {1000 / ms.mean():.0f} | {naive / p50:.1f}x |")
+    print(f"| (pre-processing alone: localiser, crop, mm; network skipped) | {np.percentile(preprocessing, 50):.2f} | "
+          f"{np.percentile(preprocessing, 99):.2f} | | |")
     for why in refused:
         print(f"not timed (export refused): {why}")
     print(f"\nbest streaming p50 {best:.2f} ms (target <= 4 ms); {naive / best:.1f}x faster than the naive way "

@@ -42,6 +42,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--seed", type=int, default=123, help="synthetic sequence seed")
     p.add_argument("--backend", choices=["keras", "tflite", "onnx"], default="keras")
+    p.add_argument("--precision", choices=["float32", "float16", "dynamic_int8", "int8"], default="float32",
+                   help="TFLite only: the step model's precision (exported into the bundle on first use)")
     p.add_argument("--centre", choices=["localiser", "labelled"], default="localiser")
     p.add_argument("--camera", help="another sensor for the synthetic sequence: fx,fy,cx,cy,width,height,mm_per_unit "
                                     "(e.g. 300,296,165,118,320,240,1000 for a 320x240 camera storing metres)")
@@ -68,7 +70,7 @@ def main(argv=None):
         bundle = bundle.with_camera(get_spec(args.data.split(":")[0]).camera)
     frames = (synthetic_frames(bundle, args.frames, args.seed) if args.data == "synthetic"
               else dataset_frames(bundle, args.data, args.split, args.frames))
-    tracker = HandTracker(bundle, backend=args.backend)
+    tracker = HandTracker(bundle, backend=args.backend, precision=args.precision)
     cam, dataset = bundle.camera, bundle.spec.name
     video = args.out.lower().endswith((".mp4", ".avi"))
     writer, panels, gts, preds, times = None, [], [], [], []
@@ -98,7 +100,8 @@ def main(argv=None):
         cv2.imwrite(args.out, np.hstack([cv2.resize(p, (size, size)) for p in panels]))
     ms = 1000 * np.asarray(times)
     found = len(preds)
-    print(f"{args.out}: {len(ms)} frames, hand found in {found}; centre: {args.centre}; backend {args.backend}; "
+    print(f"{args.out}: {len(ms)} frames, hand found in {found}; centre: {args.centre}; backend {args.backend} "
+          f"{args.precision}; "
           f"per-frame p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms"
           + (f"; mean error {mean_error(np.asarray(gts), np.asarray(preds)):.2f} mm" if found else ""))
     return 0

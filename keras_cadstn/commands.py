@@ -46,9 +46,11 @@ def cmd_export(args):
     from keras_cadstn.bundle import load_bundle
     from keras_cadstn.export import export_all
     reports, refused = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
-                         onnx=not args.no_onnx, saved_model=not args.no_saved_model, num_clips=args.clips)
+                                  onnx=not args.no_onnx, saved_model=not args.no_saved_model, num_clips=args.clips,
+                                  calibration_records=args.calibration_records)
     print(f"\n{len(reports)} artifacts, each checked against the Keras model on real crops "
-          f"({args.records or 'synthetic hands rendered with the bundle camera'})"
+          f"({args.records or 'synthetic hands rendered with the bundle camera'}"
+          + (f"; int8 calibrated on {args.calibration_records}" if args.calibration_records else "") + ")"
           + (f"; {len(refused)} refused (parity beyond tolerance, nothing written)." if refused else "."))
     return 1 if refused else 0
 
@@ -99,7 +101,9 @@ def add_parsers(sub):
     x = sub.add_parser("export", help="SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle")
     x.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
     x.add_argument("--out", required=True)
-    x.add_argument("--records", help="TFRecord glob of real crops for parity checks and int8 calibration")
+    x.add_argument("--records", help="TFRecord glob of real crops for parity checks (e.g. the test split)")
+    x.add_argument("--calibration-records", help="TFRecord glob for int8 calibration (e.g. the train split; "
+                                                  "default: the parity crops)")
     x.add_argument("--precisions", nargs="+", choices=["float32", "float16", "dynamic_int8", "int8"],
                    default=["float32", "float16", "dynamic_int8", "int8"])
     x.add_argument("--clips", type=int, default=20, help="clips of T crops for parity checks and calibration")

@@ -12,6 +12,8 @@
   streaming CADSTN step (``step``: crop + LSTM state -> fused joints + new state), batch 1 (the
   LSTM step converts to builtin ops only with a static batch; STACK.md).
 - ONNX (tf2onnx, opset >= 17) of the same two models, dynamic batch, run with onnxruntime.
+TFLite and ONNX convert the models with the sliced branch's linear convolution pairs folded into
+one (``fold_sliced_convolutions``: same function, fewer multiply-adds).
 
 Every function writes to a temporary name, runs the artifact on real crops (synthetic hands rendered
 with the bundle's camera, or test TFRecords), compares with Keras in mm and only then renames into
@@ -253,11 +255,22 @@ def _named_tf_function(keras_model):
 
 
 def keras_artifact_model(bundle, which: str):
+    """The Keras model an artifact is checked against."""
     if which == "spatial":
         return bundle.spatial_model()
     if which == "step":
         return bundle.frame_model()
     raise ValueError(f"model must be one of {MODELS}, got {which!r}")
+
+
+def deployable_model(bundle, which: str):
+    """What is converted: the same function with the sliced branch's linear convolution pairs
+    folded (``fold_sliced_convolutions``); parity is still checked against the unfolded model."""
+    from keras_cadstn.models import fold_sliced_convolutions
+    from keras_cadstn.models.streaming import build_streaming_cadstn
+    keras_artifact_model(bundle, which)  # validates ``which``
+    spatial = fold_sliced_convolutions(bundle.spatial_model())
+    return spatial if which == "spatial" else build_streaming_cadstn(spatial, bundle.temporal_step(), bundle.gate_model())
 
 
 def representative_inputs(step_or_spatial, samples: Samples, which: str):
@@ -297,38 +310,21 @@ def as_step(runner):
     return step
 
 
-def _convert(converter, precision, keras_model, calibration: Samples, which: str) -> bytes:
-    import tensorflow as tf
-    if precision == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif precision == "dynamic_int8":  # int8 weights, float activations: 4x less weight memory to read
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: representative_inputs(keras_model, calibration, which)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+def convert_tflite(keras_model, precision: str = "float32", representative=None) -> bytes:
+    """A Keras model as a TFLite flatbuffer (batch 1, inputs/outputs named as in the model).
 
-
-def export_tflite(bundle, path: str, which: str = "step", precision: str = "float32",
-                  samples: Samples | None = None, calibration: Samples | None = None) -> ExportReport:
-    """Convert ``spatial`` or ``step`` (batch 1) to ``path`` at float32/float16/int8 and verify it.
-
-    dynamic_int8 stores the weights as int8 and keeps float activations (no calibration; the dense
-    and LSTM weights dominate the step's memory traffic). int8 is full-integer (every op int8, float32 input/output at the edges) calibrated on
-    ``calibration`` (default: ``samples``), e.g. ``sample_clips(bundle, records="test/*.tfrecord")``.
+    ``representative``: for int8, a callable returning an iterator of input lists/dicts (the
+    calibration data). Goes through a SavedModel: ``from_concrete_functions`` on a Keras 3 model
+    gave garbage weights (NaN out of the first conv) in TF 2.21; this route matches Keras to ~1e-7.
     """
-    import tensorflow as tf
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    keras_model = keras_artifact_model(bundle, which)
-    samples = samples or sample_clips(bundle)
-    # Through a SavedModel: from_concrete_functions on a Keras 3 model gave garbage weights (NaN
-    # out of the first conv) in TF 2.21, the SavedModel route matches Keras to ~1e-7.
     import tempfile
 
     import keras
+    import tensorflow as tf
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and representative is None:
+        raise ValueError("int8 needs representative (calibration) inputs")
     staging = tempfile.mkdtemp(prefix="cadstn_tflite_")
     try:
         archive = keras.export.ExportArchive()
@@ -337,9 +333,32 @@ def export_tflite(bundle, path: str, which: str = "step", precision: str = "floa
                              input_signature=_input_specs(keras_model, 1))
         archive.write_out(staging, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(staging)
-        data = _convert(converter, precision, keras_model, calibration or samples, which)
+        if precision != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":  # every op int8; float32 in/out at the edges
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # dynamic_int8 (DEFAULT alone): int8 weights, float activations, 4x less weight memory to read
+        return converter.convert()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_tflite(bundle, path: str, which: str = "step", precision: str = "float32",
+                  samples: Samples | None = None, calibration: Samples | None = None) -> ExportReport:
+    """Convert ``spatial`` or ``step`` (batch 1) to ``path`` at float32/float16/int8 and verify it.
+
+    dynamic_int8 stores the weights as int8 and keeps float activations (no calibration; the dense
+    and LSTM weights dominate the step's memory traffic). int8 is full-integer (every op int8,
+    float32 input/output at the edges) calibrated on ``calibration`` (default: ``samples``), e.g.
+    ``sample_clips(bundle, records="train/*.tfrecord")``; parity is checked on ``samples``.
+    """
+    keras_model = keras_artifact_model(bundle, which)
+    samples = samples or sample_clips(bundle)
+    data = convert_tflite(deployable_model(bundle, which), precision,
+                          lambda: representative_inputs(keras_model, calibration or samples, which))
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "wb") as f:
@@ -387,8 +406,8 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
     samples = samples or sample_clips(bundle)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf2onnx.convert.from_function(_named_tf_function(keras_model), input_signature=_input_specs(keras_model, None),
-                                  opset=opset, output_path=tmp)
+    tf2onnx.convert.from_function(_named_tf_function(deployable_model(bundle, which)),
+                                  input_signature=_input_specs(keras_model, None), opset=opset, output_path=tmp)
     runner = ONNXRunner(tmp)
     if which == "spatial":
         ref = keras_model.predict_on_batch(samples.crops)
@@ -406,10 +425,13 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
 # ----------------------------------------------------------------------------- everything
 
 def export_all(bundle, out_dir: str, records: str | None = None, precisions=PRECISIONS, onnx: bool = True,
-               saved_model: bool = True, progress: bool = True, num_clips: int = 20) -> list:
+               saved_model: bool = True, progress: bool = True, num_clips: int = 20,
+               calibration_records: str | None = None) -> list:
     """Every artifact of a bundle under ``out_dir``; returns (reports, refusals), printed as they come.
-    Parity and int8 calibration use ``num_clips`` clips of T crops (of ``records`` if given)."""
+    Parity checks use ``num_clips`` clips of T crops (of ``records`` if given); int8 calibration
+    uses as many clips of ``calibration_records`` (e.g. the train split; default: the parity clips)."""
     samples = sample_clips(bundle, num_clips=num_clips, records=records)
+    calibration = sample_clips(bundle, num_clips=num_clips, records=calibration_records) if calibration_records else None
     reports = []
 
     def done(r):
@@ -431,7 +453,7 @@ def export_all(bundle, out_dir: str, records: str | None = None, precisions=PREC
     for which in MODELS:
         for precision in precisions:
             attempt(lambda: export_tflite(bundle, os.path.join(out_dir, f"{which}_{precision}.tflite"), which,
-                                          precision, samples))
+                                          precision, samples, calibration))
         if onnx:
             attempt(lambda: export_onnx(bundle, os.path.join(out_dir, f"{which}.onnx"), which, samples=samples))
     return reports, refused

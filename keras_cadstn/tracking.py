@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from keras_cadstn.errors import DataError, NoHandError
-from keras_cadstn.preprocessing import crop_and_normalize, hand_center, joints_to_mm
+from keras_cadstn.errors import NoHandError
+from keras_cadstn.preprocessing import check_depth_image, crop_and_normalize, hand_center, joints_to_mm
 
 BACKENDS = ("keras", "tflite", "onnx")
 
@@ -27,12 +27,14 @@ class HandLocaliser:
     [d0, d0 + cube_z] and their centre of mass; then the training pre-processing's refinement
     (centre of mass of the pixels in the cube, repeated once). Tracking: from the previous frame's
     centre, the same refinement on the cube's patch only (cheap); if that cube is empty, detect again.
+    The refinement's first pass looks at every ``step``-th pixel (a quarter of the work), its last
+    at all of them (the demo's localiser error: 18.91 mm with two full passes, 18.92 mm so).
     """
 
     band_mm: tuple = (100.0, 1500.0)
     nearest_percentile: float = 0.5
     min_pixels: int = 50  # fewer valid pixels than this near the camera: no hand
-    step: int = 2  # detection looks at every step-th pixel (the centre is refined at full resolution)
+    step: int = 2  # detection and the first refinement pass look at every step-th pixel
 
     def detect(self, depth_mm: np.ndarray, cube, camera) -> np.ndarray | None:
         d = depth_mm[::self.step, ::self.step]
@@ -47,7 +49,7 @@ class HandLocaliser:
             return None
         seed = np.array([us.mean() * self.step, vs.mean() * self.step, d[near].mean()])
         try:
-            return hand_center(depth_mm, seed, cube, camera)
+            return hand_center(depth_mm, seed, cube, camera, coarse_step=self.step)
         except NoHandError:
             return None
 
@@ -55,7 +57,7 @@ class HandLocaliser:
         """(centre uvd or None, 'tracked' | 'detected')."""
         if previous_uvd is not None:
             try:
-                return hand_center(depth_mm, previous_uvd, cube, camera), "tracked"
+                return hand_center(depth_mm, previous_uvd, cube, camera, coarse_step=self.step), "tracked"
             except NoHandError:
                 pass
         return self.detect(depth_mm, cube, camera), "detected"
@@ -148,25 +150,9 @@ class HandTracker:
         self.previous_uvd = None
         self.since_reset = 0
 
-    def _check(self, depth) -> np.ndarray:
-        where = f"frame {self.frames}"
-        if not isinstance(depth, np.ndarray):
-            raise DataError(f"{where}: expected a numpy depth image, got {type(depth).__name__}")
-        expected = (self.camera.height, self.camera.width)
-        if depth.shape != expected:
-            raise DataError(f"{where}: depth image has shape {depth.shape}, expected {expected} "
-                            f"(the bundle camera's height x width)")
-        if depth.dtype.kind not in "uif":
-            raise DataError(f"{where}: depth dtype {depth.dtype} is not numeric; expected uint16/float "
-                            f"in the camera's unit ({self.camera.depth_unit_mm} mm per unit)")
-        depth_mm = self.camera.to_mm(depth)
-        if depth.dtype.kind == "f" and not np.isfinite(depth_mm).all():
-            raise DataError(f"{where}: depth contains NaN/inf; use 0 for 'no reading'")
-        return depth_mm
-
     def update(self, depth, center_uvd=None) -> TrackResult:
         """One frame -> joints (K, 3) mm. ``center_uvd`` (pixels, pixels, mm) skips the localiser."""
-        depth_mm = self._check(depth)
+        depth_mm = self.camera.to_mm(check_depth_image(depth, self.camera, f"frame {self.frames}"))
         self.frames += 1
         if center_uvd is not None:
             try:

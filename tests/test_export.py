@@ -123,6 +123,28 @@ def test_tflite_and_onnx_match_keras(tiny_bundle, samples, tmp_path, which):
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
 
 
+def test_sliced_volume_survives_full_integer_quantisation(samples):
+    """int8 TFLite of the slicing alone: the hand mask stays exact and a pixel moves at most to the
+    next slice (a select-based slicing once put every background pixel into the hand when
+    quantised). Moves are expected: the 8-bit input steps ~0.8 mm, slices here are ~9.5 mm."""
+    import keras
+
+    from keras_cadstn.models.layers import SliceVolume
+    from keras_cadstn.preprocessing import slice_volume
+    crop = keras.Input(samples.crops.shape[1:], name="crop")
+    model = keras.Model(crop, SliceVolume(8)(crop))
+    data = export.convert_tflite(model, "int8", lambda: ([c[None]] for c in samples.crops))
+    runner = export.TFLiteRunner(data)
+    got = np.concatenate([runner(crop=c[None])["joints"] for c in samples.crops])
+    ref = np.asarray(slice_volume(samples.crops, 8))
+    np.testing.assert_array_equal(got.sum(-1), ref.sum(-1))  # same hand pixels, each in one slice
+    hand = ref.sum(-1) > 0
+    shift = got.argmax(-1)[hand] - ref.argmax(-1)[hand]
+    assert np.abs(shift).max() <= 1 and np.mean(shift != 0) < 0.1, np.unique(shift, return_counts=True)
+    with pytest.raises(ValueError, match="int8 needs representative"):
+        export.convert_tflite(model, "int8")
+
+
 def test_failed_parity_writes_nothing(tiny_bundle, samples, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCE_MM, "float16", 0.0)  # float16 always differs a little
     with pytest.raises(export.ParityError, match="exceeds 0.0 mm; nothing written"):
@@ -177,3 +199,25 @@ def test_tensorrt_preflight(tiny_bundle, samples, tmp_path):
     bad = subprocess.run([sys.executable, tool, "--onnx", str(tmp_path / "nonzero.onnx"), "--engine", "x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "NonZero" in bad.stderr
+
+
+def test_export_cli_calibrates_int8_on_its_own_records(tiny_bundle, synth_records, tmp_path, capsys, monkeypatch):
+    from keras_cadstn import cli
+    from keras_cadstn.evaluate import read_test_split
+    train, test = os.path.join(synth_records, "train", "*.tfrecord"), os.path.join(synth_records, "test", "*.tfrecord")
+    seen = []
+    calibrate = export.representative_inputs
+    monkeypatch.setattr(export, "representative_inputs",
+                        lambda model, samples, which: (seen.append(samples.clips[0, 0]), calibrate(model, samples, which))[1])
+    args = ["export", "--bundle", tiny_bundle.path, "--records", test, "--calibration-records", train,
+            "--precisions", "int8", "--no-onnx", "--no-saved-model", "--clips", "2"]
+    assert cli.main(args + ["--out", str(tmp_path / "ok")]) == 0
+    assert sorted(os.listdir(tmp_path / "ok")) == ["spatial_int8.tflite", "step_int8.tflite"]
+    assert f"int8 calibrated on {train}" in capsys.readouterr().out
+    first_train_crop = read_test_split(train)[0][0]
+    assert len(seen) == 2 and all(np.array_equal(s, first_train_crop) for s in seen)  # not the test crops
+
+    monkeypatch.setitem(export.TOLERANCE_MM, "int8", 0.0)
+    assert cli.main(args + ["--out", str(tmp_path / "refused")]) == 1
+    assert "REFUSED tflite spatial int8" in capsys.readouterr().out
+    assert os.listdir(tmp_path / "refused") == []

@@ -200,3 +200,22 @@ def test_jax_backend_matches_tensorflow(builder, tmp_path, rng):
 def test_top_level_exports():
     assert keras_cadstn.build_cadstn is build_cadstn
     assert keras_cadstn.build_fusion_network is build_fusion_network
+
+
+def test_folded_sliced_convolutions_compute_the_same_function(rng):
+    from keras_cadstn.models import fold_sliced_convolutions, spatial_inference_model
+    config = CADSTNConfig(image_size=32, fc_units=32, num_slices=8)
+    spatial = spatial_inference_model(build_spatial_network(config))
+    for layer in spatial.layers:  # non-zero biases, so b3 . W1 + b1 is exercised
+        if layer.name.startswith("vol_conv"):
+            w, b = layer.get_weights()
+            layer.set_weights([w, rng.normal(size=b.shape).astype("float32") * 0.1])
+    folded = fold_sliced_convolutions(spatial)
+    crops = rng.uniform(-0.5, 0.5, (4, 32, 32, 1)).astype("float32")
+    crops[:, :4] = 1.0  # some background
+    np.testing.assert_allclose(folded.predict_on_batch(crops), spatial.predict_on_batch(crops), atol=1e-5)
+    convs = [l.name for l in folded.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [n for n in convs if n.startswith("vol_")] == ["vol_conv1_folded", "vol_conv2_folded", "vol_conv3_folded"]
+    # the 1x1 weights are gone: (32*32 + 32) + (64*64 + 64) + (128*128 + 128) fewer parameters
+    assert spatial.count_params() - folded.count_params() == 32 * 33 + 64 * 65 + 128 * 129
+    assert folded.get_layer("h1_depth") is spatial.get_layer("h1_depth")  # shared, not copied

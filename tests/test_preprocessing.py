@@ -47,6 +47,20 @@ def test_hand_center_is_centre_of_mass_of_pixels_in_cube():
     np.testing.assert_allclose(c, [319.5, 239.5, 500.0])  # mean of 300..339 and 220..259
 
 
+def test_hand_center_coarse_first_pass_ends_at_full_resolution():
+    img = _block_image()
+    cube = (300, 300, 300)
+    full = hand_center(img, [325, 245, 520], cube, NYU_CAMERA)
+    # the tracker's variant: the first pass on every 2nd pixel, the last on all (a coarse last
+    # pass would give 319 or 320, not 319.5)
+    np.testing.assert_allclose(hand_center(img, [325, 245, 520], cube, NYU_CAMERA, coarse_step=2), full)
+    np.testing.assert_allclose(hand_center(img.astype(np.uint16), [325, 245, 520], cube, NYU_CAMERA), full)
+    # a near hand: the cube's depth band reaches below 0, and "no reading" (0) still does not count
+    near = _block_image(depth=100.0)
+    for depth in (near, near.astype(np.uint16)):
+        np.testing.assert_allclose(hand_center(depth, [320, 240, 100], cube, NYU_CAMERA), [319.5, 239.5, 100.0])
+
+
 def test_hand_center_no_hand_raises_naming_the_frame():
     with pytest.raises(NoHandError, match="frame 7"):
         hand_center(np.zeros((480, 640)), [320, 240, 500], (300, 300, 300), NYU_CAMERA, where="frame 7")
@@ -75,6 +89,11 @@ def test_preprocess_frame_bad_input():
     bad[5, 5] = np.nan
     with pytest.raises(DataError, match="x.png.*NaN"):
         preprocess_frame(bad, [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
+    bad[5, 5] = np.inf
+    with pytest.raises(DataError, match="x.png: depth contains NaN/inf"):
+        preprocess_frame(bad, [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
+    with pytest.raises(DataError, match="x.png: depth dtype bool is not numeric"):
+        preprocess_frame(img > 0, [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
 
 
 def test_camera_in_metres():
@@ -104,6 +123,19 @@ def test_slice_volume_matches_numpy_reference(rng):
     assert got.shape == (4, 16, 16, 8)
     for c, g in zip(crops, got):
         np.testing.assert_array_equal(g, _slice_reference(c, 8))
+
+
+def test_slice_volume_pixels_on_slice_boundaries():
+    # values in 1/64 steps are exact in float32, so Dmin + i*span/L is hit exactly: a pixel on a
+    # boundary starts the upper slice (floor), Dmax is in the last slice, not slice L
+    crop = np.ones((1, 4, 4, 1), np.float32)
+    values = np.array([-16, -12, -8, -4, 0, 4, 8, 12, 16, -15, 3, 13]) / 64.0  # Dmin -1/4, Dmax 1/4
+    crop.reshape(-1)[:len(values)] = values
+    vol = np.asarray(slice_volume(crop, 8)).reshape(-1, 8)
+    expected_slice = [0, 1, 2, 3, 4, 5, 6, 7, 7, 0, 4, 7]
+    np.testing.assert_array_equal(vol[:len(values)].argmax(-1), expected_slice)
+    assert vol[:len(values)].sum() == len(values) and vol[len(values):].sum() == 0
+    np.testing.assert_array_equal(vol.reshape(1, 4, 4, 8), _slice_reference(crop[0, ..., 0], 8)[None])
 
 
 def test_slice_volume_edges():

@@ -3,10 +3,11 @@ from keras_cadstn.models.baseline import build_baseline_network, build_sliced3d_
 from keras_cadstn.models.config import CADSTNConfig
 from keras_cadstn.models.fusion import build_cadstn, build_fusion_network, build_gate_network, get_submodel
 from keras_cadstn.models.layers import FrozenSubmodel, GatedFusion, SliceVolume
-from keras_cadstn.models.spatial import LOSS_WEIGHTS, build_spatial_network, spatial_inference_model
+from keras_cadstn.models.spatial import (LOSS_WEIGHTS, build_spatial_network, fold_sliced_convolutions,
+                                         spatial_inference_model)
 from keras_cadstn.models.temporal import build_temporal_network, build_temporal_stream, init_encoder_from_baseline
 
 __all__ = ["CADSTNConfig", "build_baseline_network", "build_sliced3d_network", "build_spatial_network",
-           "spatial_inference_model", "build_temporal_network", "build_temporal_stream",
+           "spatial_inference_model", "fold_sliced_convolutions", "build_temporal_network", "build_temporal_stream",
            "init_encoder_from_baseline", "build_fusion_network", "build_gate_network", "build_cadstn",
            "get_submodel", "FrozenSubmodel", "GatedFusion", "SliceVolume", "LOSS_WEIGHTS"]
