@@ -123,3 +123,35 @@ def test_another_camera_in_metres_is_a_setting_not_a_code_change(tiny_bundle):
     assert not forgot_unit.update((seq_m[0][0] / 1000.0).astype(np.float32)).found
     with pytest.raises(DataError, match=r"expected \(480, 640\)"):  # and the NYU setting rejects the size
         HandTracker(tiny_bundle).update((seq_m[0][0] / 1000.0).astype(np.float32))
+
+
+def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path, capsys):
+    import importlib.util
+    import os
+    import shutil
+
+    import cv2
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "track_sequence.py")
+    spec = importlib.util.spec_from_file_location("track_sequence", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bundle = shutil.copytree(tiny_bundle.path, tmp_path / "bundle")  # the TFLite step is exported into it
+
+    strip = tmp_path / "strip.png"
+    assert module.main(["--bundle", str(bundle), "--frames", "6", "--every", "2", "--backend", "tflite",
+                        "--precision", "dynamic_int8", "--out", str(strip)]) == 0
+    assert "6 frames, hand found in 6; centre: localiser; backend tflite dynamic_int8" in capsys.readouterr().out
+    image = cv2.imread(str(strip))
+    assert image.shape[1] == 3 * image.shape[0]  # frames 0, 2, 4 side by side, square panels
+    assert (bundle / "exports" / "step_dynamic_int8.tflite").is_file()
+
+    video = tmp_path / "track.avi"
+    assert module.main(["--bundle", str(bundle), "--frames", "4", "--centre", "labelled", "--out", str(video)]) == 0
+    capture = cv2.VideoCapture(str(video))
+    shapes = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        shapes.append(frame.shape)
+    assert shapes == [(480, 640, 3)] * 4
