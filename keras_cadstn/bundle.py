@@ -16,7 +16,6 @@ import os
 import shutil
 import warnings
 
-
 from keras_cadstn.camera import Camera
 from keras_cadstn.data.frames import DatasetSpec
 from keras_cadstn.data.tfrecord import read_json
@@ -71,11 +70,12 @@ class Bundle:
         from keras_cadstn.models import build_temporal_stream
         return build_temporal_stream(self.temporal_model())
 
-    def frame_model(self):
-        """crop (B, M, M, 1) + LSTM state -> [fused joints, spatial joints, h', c']: one streaming
-        step of the whole CADSTN (what the tracker runs and what TFLite/ONNX export)."""
+    def frame_model(self, spatial=None):
+        """[crop (B, M, M, 1), lstm_h, lstm_c] -> [fused joints (B, 3K), lstm_h', lstm_c']: one
+        streaming step of the whole CADSTN (what the tracker runs and what TFLite/ONNX export).
+        ``spatial``: another form of the spatial main path to use (e.g. with folded convolutions)."""
         from keras_cadstn.models.streaming import build_streaming_cadstn
-        return build_streaming_cadstn(self.spatial_model(), self.temporal_step(), self.gate_model())
+        return build_streaming_cadstn(spatial or self.spatial_model(), self.temporal_step(), self.gate_model())
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "dataset": self.spec.to_dict(),

@@ -7,7 +7,6 @@ runs the same path on the real datasets with the paper's schedule.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -63,6 +62,11 @@ class DemoConfig:
             raise FileNotFoundError(f"{name} data folder {root!r} does not exist")
         return name, root
 
+    def source(self) -> tuple:
+        """(on-disk format 'nyu'|'icvl', root folder): the synthetic set is NYU-format in the workdir."""
+        name, root = self.dataset()
+        return ("nyu", os.path.join(self.workdir, "synthetic_nyu")) if name == "synthetic" else (name, root)
+
 
 def prepare_records(cfg: DemoConfig) -> tuple:
     """Import (generating the synthetic set if needed) and convert train/test; returns
@@ -70,14 +74,11 @@ def prepare_records(cfg: DemoConfig) -> tuple:
     from keras_cadstn.data import load_split
     from keras_cadstn.data.tfrecord import convert_split, read_manifest
 
-    name, root = cfg.dataset()
-    if name == "synthetic":
+    fmt, root = cfg.source()
+    if cfg.data == "synthetic" and not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
         from keras_cadstn.data.synthetic import write_synthetic_nyu
-        root = os.path.join(cfg.workdir, "synthetic_nyu")
-        if not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
-            print(f"generating synthetic NYU-format data in {root}")
-            write_synthetic_nyu(root, cfg.frames_per_sequence, cfg.train_sequences, cfg.test_sequences, cfg.seed)
-    fmt = "icvl" if name == "icvl" else "nyu"
+        print(f"generating synthetic NYU-format data in {root}")
+        write_synthetic_nyu(root, cfg.frames_per_sequence, cfg.train_sequences, cfg.test_sequences, cfg.seed)
     rec_dir = os.path.join(cfg.workdir, f"records_{cfg.image_size}")
     for split in ("train", "test"):
         out = os.path.join(rec_dir, split)
@@ -99,9 +100,7 @@ def tracker_errors(bundle, cfg: DemoConfig) -> dict:
     from keras_cadstn.evaluate import mean_error
     from keras_cadstn.tracking import HandTracker, track_split
 
-    name, root = cfg.dataset()
-    root = root or os.path.join(cfg.workdir, "synthetic_nyu")
-    split = load_split("icvl" if name == "icvl" else "nyu", root, "test")
+    split = load_split(*cfg.source(), "test")
     tracker = HandTracker(bundle.with_camera(split.spec.camera))
     out = {}
     for centre in ("labelled", "localiser"):

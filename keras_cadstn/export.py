@@ -254,39 +254,35 @@ def _named_tf_function(keras_model):
     return tf.function(fn)
 
 
-def keras_artifact_model(bundle, which: str):
-    """The Keras model an artifact is checked against."""
-    if which == "spatial":
-        return bundle.spatial_model()
-    if which == "step":
-        return bundle.frame_model()
-    raise ValueError(f"model must be one of {MODELS}, got {which!r}")
-
-
-def deployable_model(bundle, which: str):
-    """What is converted: the same function with the sliced branch's linear convolution pairs
-    folded (``fold_sliced_convolutions``); parity is still checked against the unfolded model."""
-    from keras_cadstn.models import fold_sliced_convolutions
-    from keras_cadstn.models.streaming import build_streaming_cadstn
-    keras_artifact_model(bundle, which)  # validates ``which``
-    spatial = fold_sliced_convolutions(bundle.spatial_model())
-    return spatial if which == "spatial" else build_streaming_cadstn(spatial, bundle.temporal_step(), bundle.gate_model())
+def keras_artifact_model(bundle, which: str, folded: bool = False):
+    """The Keras model of an artifact: the one it is checked against or, ``folded``, what is
+    converted: the same function with the sliced branch's linear convolution pairs folded into one
+    (``fold_sliced_convolutions``)."""
+    if which not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {which!r}")
+    spatial = bundle.spatial_model()
+    if folded:
+        from keras_cadstn.models import fold_sliced_convolutions
+        spatial = fold_sliced_convolutions(spatial)
+    return spatial if which == "spatial" else bundle.frame_model(spatial)
 
 
 def representative_inputs(step_or_spatial, samples: Samples, which: str):
-    """int8 calibration data: real crops and, for the step, the LSTM states they produce in sequence."""
+    """int8 calibration data, one dict of named inputs per frame (batch 1): real crops and, for the
+    step, the LSTM states they produce clip by clip from zero state."""
     if which == "spatial":
         for crop in samples.crops:
-            yield [crop[None]]
+            yield {"crop": crop[None]}
         return
-    units = step_or_spatial.inputs[1].shape[-1]
-    for clip in samples.clips:
-        h = np.zeros((1, units), np.float32)
-        c = np.zeros((1, units), np.float32)
-        for crop in clip:
-            yield {"crop": crop[None], "lstm_h": h, "lstm_c": c}
-            _, h, c = step_or_spatial.predict_on_batch([crop[None], h, c])
-            h, c = np.asarray(h), np.asarray(c)
+    feeds = []
+    keras_ = keras_step(step_or_spatial)
+
+    def recording(crop, h, c):
+        feeds.append({"crop": crop, "lstm_h": h, "lstm_c": c})
+        return keras_(crop, h, c)
+
+    run_step_over_clips(recording, step_or_spatial.inputs[1].shape[-1], samples, clips_at_once=False)
+    yield from feeds
 
 
 class TFLiteRunner:
@@ -357,21 +353,30 @@ def export_tflite(bundle, path: str, which: str = "step", precision: str = "floa
     """
     keras_model = keras_artifact_model(bundle, which)
     samples = samples or sample_clips(bundle)
-    data = convert_tflite(deployable_model(bundle, which), precision,
+    data = convert_tflite(keras_artifact_model(bundle, which, folded=True), precision,
                           lambda: representative_inputs(keras_model, calibration or samples, which))
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "wb") as f:
         f.write(data)
-    runner = TFLiteRunner(tmp)
+    return _verify_and_publish(tmp, path, "tflite", which, precision, keras_model, TFLiteRunner(tmp), samples,
+                               batch_one=True)
+
+
+def _verify_and_publish(tmp: str, path: str, fmt: str, which: str, precision: str, keras_model, runner,
+                        samples: Samples, batch_one: bool) -> ExportReport:
+    """Run the artifact at ``tmp`` (``runner``) and the Keras model on ``samples``; rename it to
+    ``path`` if within tolerance, else ``ParityError`` and nothing left. ``batch_one``: the artifact
+    has a fixed batch of 1 (TFLite); otherwise every crop/clip goes in one batch (dynamic batch)."""
     if which == "spatial":
         ref = keras_model.predict_on_batch(samples.crops)
-        got = np.concatenate([runner(crop=c[None])["joints"] for c in samples.crops])
+        got = (np.concatenate([runner(crop=c[None])["joints"] for c in samples.crops]) if batch_one
+               else runner(crop=samples.crops)["joints"])
     else:
         units = keras_model.inputs[1].shape[-1]
         ref = run_step_over_clips(keras_step(keras_model), units, samples)
-        got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=False)  # batch 1
-    report = ExportReport(path, "tflite", which, precision, *_errors_mm(ref, got, samples.cube), len(data))
+        got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=not batch_one)
+    report = ExportReport(path, fmt, which, precision, *_errors_mm(ref, got, samples.cube), _size(tmp))
     _check(report, tmp)
     os.replace(tmp, path)
     return report
@@ -406,20 +411,10 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
     samples = samples or sample_clips(bundle)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf2onnx.convert.from_function(_named_tf_function(deployable_model(bundle, which)),
+    tf2onnx.convert.from_function(_named_tf_function(keras_artifact_model(bundle, which, folded=True)),
                                   input_signature=_input_specs(keras_model, None), opset=opset, output_path=tmp)
-    runner = ONNXRunner(tmp)
-    if which == "spatial":
-        ref = keras_model.predict_on_batch(samples.crops)
-        got = runner(crop=samples.crops)["joints"]
-    else:
-        units = keras_model.inputs[1].shape[-1]
-        ref = run_step_over_clips(keras_step(keras_model), units, samples)
-        got = run_step_over_clips(as_step(runner), units, samples)  # all clips at once: the dynamic batch
-    report = ExportReport(path, "onnx", which, "float32", *_errors_mm(ref, got, samples.cube), os.path.getsize(tmp))
-    _check(report, tmp)
-    os.replace(tmp, path)
-    return report
+    return _verify_and_publish(tmp, path, "onnx", which, "float32", keras_model, ONNXRunner(tmp), samples,
+                               batch_one=False)
 
 
 # ----------------------------------------------------------------------------- everything

@@ -138,7 +138,7 @@ class HandTracker:
         self.step = make_step(bundle, backend, precision, model_path, num_threads)
         self.backend = backend
         # ours: None carries the LSTM state for the whole stream; an int restarts it every N frames
-        # (the temporal network was trained on clips of T; evaluate_tracking measures both)
+        # (the temporal network was trained on clips of T; track_split reports which was used)
         self.reset_every = reset_every
         self.frames = 0
         self.reset()

@@ -83,6 +83,20 @@ def test_no_hand_resets_the_state_then_recovers(tiny_bundle, frames):
     np.testing.assert_allclose(again.joints_mm, first.joints_mm, atol=1e-4)  # same as from a fresh start
 
 
+def test_reset_every_restarts_the_lstm_state_as_clips_would(tiny_bundle, frames):
+    centres = [NYU_CAMERA.xyz_to_uvd(joints[PALM]) for _, joints in frames[:4]]
+    every_two = HandTracker(tiny_bundle, reset_every=2)
+    got = [every_two.update(depth, center_uvd=c).joints_mm for (depth, _), c in zip(frames[:4], centres)]
+    for start in (0, 2):  # a fresh state at frame 0 and again at frame 2
+        fresh = HandTracker(tiny_bundle)
+        for i in (start, start + 1):
+            np.testing.assert_allclose(got[i], fresh.update(frames[i][0], center_uvd=centres[i]).joints_mm, atol=1e-4)
+    # without the restart frame 2 differs (the state carried from frames 0-1 matters)
+    carried = HandTracker(tiny_bundle)
+    carried_out = [carried.update(depth, center_uvd=c).joints_mm for (depth, _), c in zip(frames[:4], centres)]
+    assert np.abs(carried_out[2] - got[2]).max() > 1e-3
+
+
 def test_bad_frames_raise_clear_errors(tiny_bundle):
     tracker = HandTracker(tiny_bundle)
     with pytest.raises(DataError, match=r"frame 0: depth image has shape \(240, 320\), expected \(480, 640\)"):

@@ -145,12 +145,11 @@ def main(argv=None):
     calibrator = None
     if args.precision == "int8":
         from keras_cadstn.bundle import load_bundle
-        from keras_cadstn.export import representative_inputs, sample_clips
+        from keras_cadstn.export import keras_artifact_model, representative_inputs, sample_clips
         bundle = load_bundle(args.bundle)
         which = "step" if "lstm_h" in shapes else "spatial"
         samples = sample_clips(bundle, num_clips=32, records=args.calibration)
-        model = bundle.frame_model() if which == "step" else bundle.spatial_model()
-        feeds = ({"crop": f[0]} if isinstance(f, list) else f for f in representative_inputs(model, samples, which))
+        feeds = representative_inputs(keras_artifact_model(bundle, which), samples, which)
         calibrator = TFRecordCalibrator.create(feeds, list(shapes), args.engine + ".calib")
     build_engine(args.onnx, args.engine, args.precision, shapes, calibrator)
     print(f"TensorRT {args.precision} engine: {args.engine}")
