@@ -24,7 +24,7 @@ setup(
     extras_require={
         "export": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18", "ai-edge-litert>=2.0",
                    "tensorflow-serving-api>=2.21,<2.22"],
-        "test": ["pytest>=8", "jax[cpu]>=0.4.30", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18",
+        "test": ["pytest>=8", "ruff>=0.6", "jax[cpu]>=0.4.30", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18",
                  "ai-edge-litert>=2.0", "tensorflow-serving-api>=2.21,<2.22"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },

@@ -63,7 +63,7 @@ def main():
               "Spatial (inference)": spatial_inference_model(build_spatial_network(cfg)),
               "Temporal (windowed)": temporal, "CADSTN": build_cadstn(config=cfg)}
     rng = np.random.default_rng(0)
-    print(f"| model | parameters | MFLOPs/frame | frames/s batch 1 | frames/s batch 64 |\n|---|---|---|---|---|")
+    print("| model | parameters | MFLOPs/frame | frames/s batch 1 | frames/s batch 64 |\n|---|---|---|---|---|")
     for name, model in models.items():
         clip = len(model.input.shape) == 5
         row = []

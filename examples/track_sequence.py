@@ -16,14 +16,10 @@ import numpy as np
 
 
 def synthetic_frames(bundle, n, seed):
-    from keras_cadstn.data.frames import NYU_EVAL_JOINTS
-    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
-    renderer = SequenceRenderer(seed, SynthConfig(camera=bundle.camera))
-    for t in range(n):
-        depth_mm, joints = renderer.render(t)
-        gt = joints[list(NYU_EVAL_JOINTS)]
-        raw = (depth_mm / bundle.camera.depth_unit_mm).astype(np.float32)
-        yield raw, gt, gt[bundle.spec.reference_joint]
+    from keras_cadstn.data.synthetic import render_reference_frames
+    cam = bundle.camera
+    for depth_mm, joints, ref_uvd in render_reference_frames(bundle.spec, n, seed):
+        yield (depth_mm / cam.depth_unit_mm).astype(np.float32), joints, cam.uvd_to_xyz(ref_uvd)
 
 
 def dataset_frames(bundle, data, split, n):
@@ -43,7 +39,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=123, help="synthetic sequence seed")
     p.add_argument("--backend", choices=["keras", "tflite", "onnx"], default="keras")
     p.add_argument("--precision", choices=["float32", "float16", "dynamic_int8", "int8"], default="float32",
-                   help="TFLite only: the step model's precision (exported into the bundle on first use)")
+                   help="TFLite only: the step model's precision (exported into the cache on first use)")
     p.add_argument("--centre", choices=["localiser", "labelled"], default="localiser")
     p.add_argument("--camera", help="another sensor for the synthetic sequence: fx,fy,cx,cy,width,height,mm_per_unit "
                                     "(e.g. 300,296,165,118,320,240,1000 for a 320x240 camera storing metres)")
@@ -70,7 +66,11 @@ def main(argv=None):
         bundle = bundle.with_camera(get_spec(args.data.split(":")[0]).camera)
     frames = (synthetic_frames(bundle, args.frames, args.seed) if args.data == "synthetic"
               else dataset_frames(bundle, args.data, args.split, args.frames))
-    tracker = HandTracker(bundle, backend=args.backend, precision=args.precision)
+    model_path = None
+    if args.backend != "keras":  # exported and verified once, into the cache (not the bundle)
+        from keras_cadstn.export import export_step
+        model_path = export_step(bundle, args.backend, args.precision)
+    tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, model_path=model_path)
     cam, dataset = bundle.camera, bundle.spec.name
     video = args.out.lower().endswith((".mp4", ".avi"))
     writer, panels, gts, preds, times = None, [], [], [], []

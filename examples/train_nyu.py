@@ -8,7 +8,7 @@ files, plots, a bundle and a SavedModel are written under --workdir.
 """
 import sys
 
-from keras_cadstn.commands import example_main
+from keras_cadstn.cli import example_main
 
 if __name__ == "__main__":
     sys.exit(example_main("nyu", __doc__))

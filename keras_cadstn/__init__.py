@@ -13,7 +13,18 @@ _LAZY = {
     "spatial_inference_model": "keras_cadstn.models", "CADSTNConfig": "keras_cadstn.models",
     "make_dataset": "keras_cadstn.data", "load_bundle": "keras_cadstn.bundle",
     "save_bundle": "keras_cadstn.bundle", "HandTracker": "keras_cadstn.tracking",
-    "HandLocaliser": "keras_cadstn.tracking",
+    "HandLocaliser": "keras_cadstn.tracking", "track_split": "keras_cadstn.tracking",
+    "Camera": "keras_cadstn.camera", "DatasetSpec": "keras_cadstn.data", "load_split": "keras_cadstn.data",
+    "InputConfig": "keras_cadstn.data.pipeline", "convert_split": "keras_cadstn.data.tfrecord",
+    "write_synthetic_nyu": "keras_cadstn.data.synthetic",
+    "TrainConfig": "keras_cadstn.train", "train_cadstn": "keras_cadstn.train",
+    "export_all": "keras_cadstn.export", "export_step": "keras_cadstn.export",
+    "export_saved_model": "keras_cadstn.export",
+    "mean_error": "keras_cadstn.evaluate", "per_joint_error": "keras_cadstn.evaluate",
+    "success_rate": "keras_cadstn.evaluate", "load_results": "keras_cadstn.evaluate",
+    "save_results": "keras_cadstn.evaluate", "comparison_table": "keras_cadstn.evaluate",
+    "plot_comparison": "keras_cadstn.evaluate", "predict_split": "keras_cadstn.evaluate",
+    "CadstnError": "keras_cadstn.errors", "DataError": "keras_cadstn.errors", "ConfigError": "keras_cadstn.errors",
 }
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import warnings
 
+from keras_cadstn import atomic
 from keras_cadstn.camera import Camera
 from keras_cadstn.data.frames import DatasetSpec
 from keras_cadstn.data.tfrecord import read_json
-from keras_cadstn.errors import DataError
+from keras_cadstn.errors import CadstnError, DataError
 from keras_cadstn.models.config import CADSTNConfig
 
 FORMAT = "keras_cadstn.bundle"
@@ -85,6 +85,21 @@ class Bundle:
                                   "joints": "(xyz - centre_xyz) / (cube / 2)"}}
 
 
+def load_keras_model(path: str, compile: bool = True):
+    """``keras.models.load_model`` with a one-line ``DataError`` for a missing, truncated or
+    corrupt file (Keras says "File not found" for a damaged zip)."""
+    import keras
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: model file not found")
+    try:
+        with warnings.catch_warnings():  # optimizer state is not always needed (inference)
+            warnings.filterwarnings("ignore", message=".*[Ss]kipping variable loading.*")
+            return keras.models.load_model(path, compile=compile)
+    except (ValueError, OSError, KeyError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"{path}: not a readable Keras model file ({first})") from None
+
+
 def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig) -> str:
     """Write the bundle folder atomically (a temporary sibling renamed into place); returns path."""
     if "gate" not in [layer.name for layer in model.layers] or len(model.input.shape) != 5:
@@ -92,47 +107,53 @@ def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig) -> st
     if config.num_joints != spec.num_joints:
         raise ValueError(f"network predicts {config.num_joints} joints, dataset spec has {spec.num_joints}")
     path = os.path.abspath(path)
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    model.save(os.path.join(tmp, MODEL_FILE))
-    bundle = Bundle(path, model, spec, config)
-    with open(os.path.join(tmp, SPEC_FILE), "w") as f:
-        json.dump(bundle.to_json(), f, indent=1)
-    if os.path.exists(path):
-        old = path + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic.atomic_path(path) as tmp:
+        os.makedirs(tmp)
+        model.save(os.path.join(tmp, MODEL_FILE))
+        with open(os.path.join(tmp, SPEC_FILE), "w") as f:
+            json.dump(Bundle(path, model, spec, config).to_json(), f, indent=1)
     return path
 
 
-def read_bundle_json(path: str) -> dict:
+REQUIRED_KEYS = ("format", "version", "dataset", "image_size", "seq_len", "network", "model")
+
+
+def read_bundle_json(path: str) -> tuple:
+    """(meta dict, DatasetSpec, CADSTNConfig) of a bundle folder, every field checked."""
     spec_path = os.path.join(path, SPEC_FILE)
     if not os.path.isfile(spec_path):
-        raise FileNotFoundError(f"{path}: not a keras_cadstn bundle (no {SPEC_FILE})")
+        raise DataError(f"{path}: not a keras_cadstn bundle (no {SPEC_FILE})")
     meta = read_json(spec_path)
+    if not isinstance(meta, dict):
+        raise DataError(f"{spec_path}: expected a JSON object")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DataError(f"{spec_path}: expected format {FORMAT!r} version {VERSION}, "
                         f"got {meta.get('format')!r} version {meta.get('version')!r}")
-    return meta
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise DataError(f"{spec_path}: missing {missing}")
+    try:
+        spec, config = DatasetSpec.from_dict(meta["dataset"]), CADSTNConfig.from_dict(meta["network"])
+    except (CadstnError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise DataError(f"{spec_path}: {e}") from None
+    if config.num_joints != spec.num_joints:
+        raise DataError(f"{spec_path}: the network predicts {config.num_joints} joints, the dataset spec "
+                        f"names {spec.num_joints}")
+    if (config.image_size, config.seq_len) != (meta["image_size"], meta["seq_len"]):
+        raise DataError(f"{spec_path}: image_size/seq_len {meta['image_size']}/{meta['seq_len']} differ from the "
+                        f"network's {config.image_size}/{config.seq_len}")
+    return meta, spec, config
 
 
 def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
     """Load a bundle; ``camera`` replaces the training camera (another sensor, same networks)."""
-    import keras
-    meta = read_bundle_json(path)
+    meta, spec, config = read_bundle_json(path)
     model_path = os.path.join(path, meta["model"])
     if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"{path}: bundle model file {meta['model']} is missing")
-    with warnings.catch_warnings():  # the saved optimizer state is not needed for inference
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = keras.models.load_model(model_path, compile=False)
-    bundle = Bundle(os.path.abspath(path), model, DatasetSpec.from_dict(meta["dataset"]),
-                    CADSTNConfig.from_dict(meta["network"]))
+        raise DataError(f"{path}: bundle model file {meta['model']} is missing")
+    model = load_keras_model(model_path, compile=False)
+    bundle = Bundle(os.path.abspath(path), model, spec, config)
     expected = (None, bundle.seq_len, bundle.image_size, bundle.image_size, 1)
     if tuple(model.input.shape) != expected:
         raise DataError(f"{model_path}: model input {tuple(model.input.shape)} does not match the "

@@ -23,6 +23,17 @@ class Camera:
     height: int
     depth_unit_mm: float = 1.0
 
+    def __post_init__(self):
+        from keras_cadstn.errors import ConfigError
+        values = (self.fx, self.fy, self.cx, self.cy, self.depth_unit_mm)
+        if not all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in values):
+            raise ConfigError(f"camera: fx, fy, cx, cy and depth_unit_mm must be finite numbers, got {self}")
+        if self.fx <= 0 or self.fy <= 0 or self.depth_unit_mm <= 0:
+            raise ConfigError(f"camera: fx, fy and depth_unit_mm must be > 0 (fx={self.fx}, fy={self.fy}, "
+                              f"depth_unit_mm={self.depth_unit_mm})")
+        if int(self.width) != self.width or int(self.height) != self.height or self.width < 1 or self.height < 1:
+            raise ConfigError(f"camera: width and height must be positive whole pixels, got {self.width}x{self.height}")
+
     def uvd_to_xyz(self, uvd) -> np.ndarray:
         """(..., 3) pixels u, v and depth d in mm -> (..., 3) camera coordinates in mm."""
         uvd = np.asarray(uvd, dtype=np.float64)
@@ -54,6 +65,11 @@ class Camera:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Camera":
+        from keras_cadstn.errors import DataError
+        fields = [f.name for f in dataclasses.fields(cls)]
+        missing = [k for k in fields[:6] if k not in d]
+        if missing or set(d) - set(fields):
+            raise DataError(f"camera {d}: missing {missing}, unknown {sorted(set(d) - set(fields))}")
         return cls(**d)
 
 

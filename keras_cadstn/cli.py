@@ -1,14 +1,51 @@
-"""The ``cadstn`` command line: synth, convert, train, eval, demo, export."""
+"""The ``cadstn`` command: one table of sub-commands, flags derived from the config dataclasses.
+
+Every failure the library reports on purpose (``CadstnError``), a file-system error, and a bad flag
+end as one line on stderr, ``cadstn <command>: error: ...``, with exit code 2.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
+EXIT_ERROR = 2
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _defaults(cls) -> dict:
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(cls)}
+
+
+# ----------------------------------------------------------------------------- sub-commands
 
 def cmd_synth(args):
     from keras_cadstn.data.synthetic import write_synthetic_nyu
@@ -19,7 +56,8 @@ def cmd_synth(args):
 
 def cmd_convert(args):
     from keras_cadstn.data import load_split
-    from keras_cadstn.data.tfrecord import convert_split
+    from keras_cadstn.data.tfrecord import check_image_size, convert_split
+    check_image_size(args.image_size)  # before any import work
     for split in args.splits:
         data = load_split(args.dataset, args.root, split)
         out = os.path.join(args.out, split)
@@ -28,42 +66,197 @@ def cmd_convert(args):
               f"{len(m['skipped'])} frames skipped (no hand) -> {out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cadstn", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+def cmd_train(args):
+    from keras_cadstn.data.tfrecord import read_manifest
+    from keras_cadstn.models import CADSTNConfig
+    from keras_cadstn.train import STAGES, TrainConfig, train_cadstn
+    # image size and joint count are facts of the records, not flags that could disagree with them
+    manifest = read_manifest(os.path.join(args.records, "train"), require_complete=True)
+    defaults = TrainConfig()
+    steps = {s: args.steps or defaults.steps[s] for s in STAGES}
+    tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
+                       decay_every=args.decay_every, checkpoint_every=args.checkpoint_every,
+                       mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
+                       augment=not args.no_augment, shuffle=not args.no_shuffle, temporal_init=args.temporal_init,
+                       deterministic=args.deterministic)
+    mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
+                        seq_len=args.seq_len)
+    val = os.path.join(args.records, "val", "*.tfrecord") if os.path.isdir(os.path.join(args.records, "val")) else None
+    train_cadstn(os.path.join(args.records, "train", "*.tfrecord"), args.run_dir, mcfg, tcfg, stages=args.stages,
+                 val_pattern=val)
 
-    s = sub.add_parser("synth", help="write synthetic depth-hand sequences in the NYU on-disk format")
-    s.add_argument("--frames", type=int, default=256, help="frames per sequence")
-    s.add_argument("--sequences", type=int, default=4, help="training sequences")
-    s.add_argument("--test-sequences", type=int, default=2, help="test sequences")
+
+def cmd_eval(args):
+    from keras_cadstn.data.frames import get_spec
+    from keras_cadstn.evaluate import align_results, comparison_table, plot_comparison, read_results
+    gt, gt_names = read_results(args.gt, args.dataset, args.fmt)
+    results = {}
+    for path in args.pred:
+        pred, names = read_results(path, args.dataset, args.fmt)
+        label = os.path.basename(path)
+        if label in results or sum(os.path.basename(p) == label for p in args.pred) > 1:
+            label = path  # two files of the same name: keep both, told apart by their paths
+        results[label] = align_results(gt, gt_names, pred, names, args.gt, path)
+    print(comparison_table(gt, results))
+    paths = plot_comparison(gt, results, args.out, get_spec(args.dataset).joint_names, title=args.dataset.upper())
+    print("plots: " + ", ".join(paths))
+
+
+def cmd_export(args):
+    from keras_cadstn.bundle import load_bundle
+    from keras_cadstn.export import export_all
+    reports, refused = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
+                                  onnx=not args.no_onnx, saved_model=not args.no_saved_model, num_clips=args.clips,
+                                  calibration_records=args.calibration_records)
+    print(f"\n{len(reports)} artifacts, each checked against the Keras model on real crops "
+          f"({args.records or 'synthetic hands rendered with the bundle camera'}"
+          + (f"; int8 calibrated on {args.calibration_records}" if args.calibration_records else "") + ")"
+          + (f"; {len(refused)} refused (parity beyond tolerance, nothing written)." if refused else "."))
+    return 1 if refused else 0
+
+
+def cmd_demo(args):
+    from keras_cadstn.demo import DemoConfig, run_demo
+    cfg = DemoConfig() if args.data == "synthetic" else DemoConfig.paper(args.data)
+    changes = {k: getattr(args, k) for k in ("workdir", "image_size", "seeds") if getattr(args, k) is not None}
+    train = {k: getattr(args, k) for k in ("batch_size", "strategy", "deterministic") if getattr(args, k) is not None}
+    train["mixed_precision"] = args.mixed_precision or cfg.train.mixed_precision
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train), **changes)
+    run_demo(cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg, export=not args.no_export)
+
+
+# ----------------------------------------------------------------------------- flags
+
+def add_demo_arguments(d):
+    """The main job's flags (``cadstn demo`` and examples/train_nyu.py, train_icvl.py)."""
+    from keras_cadstn.train import STRATEGIES
+    d.add_argument("--data", default="synthetic",
+                   help="'synthetic' (default: generated on first use), 'nyu:/path' or 'icvl:/path'")
+    d.add_argument("--workdir", help="data cache, records, runs, results (default ~/.cache/keras_cadstn/...)")
+    d.add_argument("--image-size", type=positive_int, help="crop size (synthetic default 64, real data 128)")
+    d.add_argument("--batch-size", type=positive_int)
+    d.add_argument("--seeds", type=positive_int, help="independent training runs (the table gives their spread)")
+    d.add_argument("--steps-scale", type=positive_float, default=1.0,
+                   help="scale every stage's steps (e.g. 0.02 to smoke-test)")
+    d.add_argument("--strategy", choices=STRATEGIES)
+    d.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic ops: one seed gives the same numbers on one machine (slower)")
+    d.add_argument("--mixed-precision", action="store_true")
+    d.add_argument("--no-export", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+
+def _synth(s):
+    s.add_argument("--frames", type=positive_int, default=256, help="frames per sequence")
+    s.add_argument("--sequences", type=positive_int, default=4, help="training sequences")
+    s.add_argument("--test-sequences", type=positive_int, default=2, help="test sequences")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_synth)
 
-    c = sub.add_parser("convert", help="pre-process a dataset into sharded TFRecords")
+
+def _convert(c):
     c.add_argument("--dataset", choices=["nyu", "icvl"], required=True)
     c.add_argument("--root", required=True, help="dataset root (NYU: holds train/ and test/)")
     c.add_argument("--out", required=True, help="output folder; one sub-folder per split")
-    c.add_argument("--shards", type=int, default=8)
-    c.add_argument("--image-size", type=int, default=128)
+    c.add_argument("--shards", type=positive_int, default=8)
+    c.add_argument("--image-size", type=positive_int, default=128, help="crop size M (a multiple of 16)")
     c.add_argument("--splits", nargs="+", default=["train", "test"])
-    c.set_defaults(func=cmd_convert)
 
-    from keras_cadstn import commands
-    commands.add_parsers(sub)
+
+def _train(t):
+    from keras_cadstn.train import STAGES, STRATEGIES, TEMPORAL_INITS, TrainConfig
+    d = _defaults(TrainConfig)
+    t.add_argument("--records", required=True, help="folder written by `cadstn convert` (holds train/, "
+                                                     "optionally val/); crop size and joints come from its manifest")
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    t.add_argument("--steps", type=positive_int, help="steps per stage (default: the paper's 60k/40k)")
+    t.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
+    t.add_argument("--lr", type=positive_float, default=d["learning_rate"])
+    t.add_argument("--decay-every", type=positive_int, default=d["decay_every"])
+    t.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
+    t.add_argument("--seq-len", type=positive_int, default=16)
+    t.add_argument("--mixed-precision", action="store_true")
+    t.add_argument("--strategy", choices=STRATEGIES, default=d["strategy"])
+    t.add_argument("--no-augment", action="store_true", help="e.g. for ICVL, which is augmented already")
+    t.add_argument("--no-shuffle", action="store_true", help="records in file order (reproducible runs)")
+    t.add_argument("--temporal-init", choices=TEMPORAL_INITS, default=d["temporal_init"])
+    t.add_argument("--deterministic", action="store_true")
+    t.add_argument("--seed", type=int, default=d["seed"])
+
+
+def _eval(e):
+    e.add_argument("--gt", required=True)
+    e.add_argument("--pred", action="append", required=True)
+    e.add_argument("--dataset", choices=["nyu", "icvl"], default="nyu")
+    e.add_argument("--fmt", choices=["uvd", "xyz"], default="uvd")
+    e.add_argument("--out", default="eval_plots")
+
+
+def _export(x):
+    from keras_cadstn.export import PRECISIONS
+    x.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
+    x.add_argument("--out", required=True)
+    x.add_argument("--records", help="TFRecord glob of real crops for parity checks (e.g. the test split)")
+    x.add_argument("--calibration-records", help="TFRecord glob for int8 calibration (e.g. the train split; "
+                                                  "default: the parity crops)")
+    x.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    x.add_argument("--clips", type=positive_int, default=20, help="clips of T crops for parity checks and calibration")
+    x.add_argument("--no-onnx", action="store_true")
+    x.add_argument("--no-saved-model", action="store_true")
+
+
+# name -> (help, add flags, run)
+COMMANDS = {
+    "synth": ("write synthetic depth-hand sequences in the NYU on-disk format", _synth, cmd_synth),
+    "convert": ("pre-process a dataset into sharded TFRecords", _convert, cmd_convert),
+    "train": ("train CADSTN's stages (Algorithm 1) on converted TFRecords", _train, cmd_train),
+    "eval": ("compare results files against ground truth: table + plots", _eval, cmd_eval),
+    "export": ("SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle", _export, cmd_export),
+    "demo": ("the whole path: synthetic data by default (no download needed)", add_demo_arguments, cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cadstn", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (help_, add, run) in COMMANDS.items():
+        s = sub.add_parser(name, help=help_)
+        add(s)
+        s.set_defaults(func=run)
     return p
 
 
-def main(argv=None):
-    _quiet_tensorflow()
-    args = build_parser().parse_args(argv)
-    from keras_cadstn.errors import DataError
+def run_reporting_errors(prog: str, func, args) -> int:
+    """Run a command; a library error or an OS error becomes one line on stderr and exit code 2."""
+    from keras_cadstn.errors import CadstnError
     try:
-        code = args.func(args)
-    except (DataError, FileNotFoundError) as e:
-        print(f"cadstn {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return code or 0
+        return func(args) or 0
+    except (CadstnError, OSError) as e:
+        text = str(e).strip().replace("\n", "; ") or type(e).__name__
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main(argv=None) -> int:
+    """Run ``cadstn``; returns the exit code (2 for every error, bad flags included)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, one line already printed)
+        return int(e.code or 0)
+    return run_reporting_errors(f"cadstn {args.command}", args.func, args)
+
+
+def example_main(dataset: str, description: str, argv=None) -> int:
+    """examples/train_<dataset>.py: the main job's flags, with --data restricted to that dataset."""
+    parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_demo_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.data != "synthetic" and not args.data.startswith(dataset + ":"):
+        parser.error(f"--data must be 'synthetic' or '{dataset}:/path'")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return run_reporting_errors(parser.prog, args.func, args)
 
 
 if __name__ == "__main__":

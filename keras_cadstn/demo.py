@@ -11,45 +11,47 @@ import os
 
 import numpy as np
 
+from keras_cadstn import atomic
+from keras_cadstn.errors import ConfigError, DataError
 from keras_cadstn.models import CADSTNConfig
 from keras_cadstn.train import STAGES, TrainConfig
 
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
+DEMO_TRAINING = TrainConfig(
+    steps={"baseline": 500, "sliced3d": 500, "spatial": 500, "temporal": 1000, "fusion": 200},
+    batch_size=64, checkpoint_every=100, schedule="cosine", verbose=2)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Defaults: the synthetic demo sized for a 2-core CPU (<= 15 min in all). 64x64 crops instead
-    of the paper's 128 make every stage ~4x cheaper; ``DemoConfig.paper(data)`` is the paper's setup."""
+    """Defaults: the synthetic demo sized for a 2-core CPU (<= 10 min). 64x64 crops instead of the
+    paper's 128 make every stage ~4x cheaper; ``DemoConfig.paper(data)`` is the paper's setup.
+    ``val_sequences`` training sequences are held out as the validation split (real data: the
+    last tenth of the training frames); fixed fusion weights are chosen there, never on test."""
 
     data: str = "synthetic"  # or "nyu:/path/to/nyu", "icvl:/path/to/icvl"
     workdir: str = os.path.join(DEFAULT_WORKDIR, "demo")
     frames_per_sequence: int = 160  # synthetic only
     train_sequences: int = 8
+    val_sequences: int = 2
     test_sequences: int = 2
+    data_seed: int = 0  # the synthetic data set's seed (training seeds are 0 .. seeds - 1)
     image_size: int = 64
     seq_len: int = 16
-    batch_size: int = 64
-    steps: tuple = (("baseline", 500), ("sliced3d", 500), ("spatial", 500), ("temporal", 1000), ("fusion", 200))
-    checkpoint_every: int = 100
-    learning_rate: float = 1e-3
-    decay_every: int = 10 ** 9  # short schedules: no decay
-    strategy: str = "default"
-    mixed_precision: bool = False
     network: tuple = ()  # CADSTNConfig overrides as (name, value) pairs, e.g. (("fc_units", 64),)
-    seed: int = 0
+    seeds: int = 1  # independent training runs; the tables give mean and spread
+    train: TrainConfig = DEMO_TRAINING
 
     @classmethod
     def paper(cls, data: str, workdir: str | None = None) -> "DemoConfig":
         """The paper's schedule (TrainConfig's defaults) and 128x128 crops on a real dataset."""
-        t = TrainConfig()
         return cls(data=data, workdir=workdir or os.path.join(DEFAULT_WORKDIR, data.split(":")[0]),
-                   image_size=128, batch_size=t.batch_size, steps=tuple(t.steps.items()),
-                   checkpoint_every=t.checkpoint_every, decay_every=t.decay_every)
+                   image_size=128, train=TrainConfig())
 
     def scaled(self, factor: float) -> "DemoConfig":
         """Every stage's steps times ``factor`` (at least 2), e.g. 0.02 to smoke-test the path."""
-        return dataclasses.replace(self, steps=tuple((s, max(int(n * factor), 2)) for s, n in self.steps))
+        steps = {s: max(int(n * factor), 2) for s, n in self.train.steps.items()}
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, steps=steps))
 
     def dataset(self) -> tuple:
         """('synthetic'|'nyu'|'icvl', root or None)."""
@@ -57,9 +59,9 @@ class DemoConfig:
             return "synthetic", None
         name, sep, root = self.data.partition(":")
         if not sep or name not in ("nyu", "icvl") or not root:
-            raise ValueError(f"data must be 'synthetic', 'nyu:/path' or 'icvl:/path'; got {self.data!r}")
+            raise ConfigError(f"data must be 'synthetic', 'nyu:/path' or 'icvl:/path'; got {self.data!r}")
         if not os.path.isdir(root):
-            raise FileNotFoundError(f"{name} data folder {root!r} does not exist")
+            raise DataError(f"{name} data folder {root!r} does not exist")
         return name, root
 
     def source(self) -> tuple:
@@ -69,29 +71,28 @@ class DemoConfig:
 
 
 def prepare_records(cfg: DemoConfig) -> tuple:
-    """Import (generating the synthetic set if needed) and convert train/test; returns
+    """Import (generating the synthetic set if needed) and convert train / val / test; returns
     (records folder, dataset name). Both steps resume where they stopped."""
-    from keras_cadstn.data import load_split
+    from keras_cadstn.data import hold_out, load_split
     from keras_cadstn.data.tfrecord import convert_split, read_manifest
 
     fmt, root = cfg.source()
     if cfg.data == "synthetic" and not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
         from keras_cadstn.data.synthetic import write_synthetic_nyu
         print(f"generating synthetic NYU-format data in {root}")
-        write_synthetic_nyu(root, cfg.frames_per_sequence, cfg.train_sequences, cfg.test_sequences, cfg.seed)
+        write_synthetic_nyu(root, cfg.frames_per_sequence, cfg.train_sequences + cfg.val_sequences,
+                            cfg.test_sequences, cfg.data_seed)
     rec_dir = os.path.join(cfg.workdir, f"records_{cfg.image_size}")
-    for split in ("train", "test"):
-        out = os.path.join(rec_dir, split)
-        done = os.path.isfile(os.path.join(out, "manifest.json")) and read_manifest(out).get("complete")
-        if not done:
-            convert_split(load_split(fmt, root, split), out, shards=4 if split == "train" else 1,
-                          image_size=cfg.image_size)
+    todo = [s for s in ("train", "val", "test")
+            if not (os.path.isfile(os.path.join(rec_dir, s, "manifest.json"))
+                    and read_manifest(os.path.join(rec_dir, s)).get("complete"))]
+    if todo:
+        splits = dict(zip(("train", "val"), hold_out(load_split(fmt, root, "train"),
+                                                     cfg.val_sequences if cfg.data == "synthetic" else None)))
+        for name in todo:
+            convert_split(splits.get(name) or load_split(fmt, root, name), os.path.join(rec_dir, name),
+                          shards=4 if name == "train" else 1, image_size=cfg.image_size)
     return rec_dir, fmt
-
-
-def fixed_weight_sweep(gt, j_temporal, j_spatial, mean_error) -> dict:
-    """Table V: J = w * J_temp + (1 - w) * J_spa for fixed w in 0, 0.1, ..., 1."""
-    return {f"{w:.1f}": mean_error(gt, w * j_temporal + (1 - w) * j_spatial) for w in np.linspace(0, 1, 11)}
 
 
 def tracker_errors(bundle, cfg: DemoConfig) -> dict:
@@ -114,38 +115,37 @@ def tracker_errors(bundle, cfg: DemoConfig) -> dict:
 def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     from keras_cadstn.bundle import load_bundle, save_bundle
     from keras_cadstn.data.tfrecord import dataset_spec_of, read_manifest
-    from keras_cadstn.evaluate import comparison_table, mean_error, plot_comparison, predict_split, save_results
-    from keras_cadstn.models import spatial_inference_model
+    from keras_cadstn.evaluate import comparison_table, evaluate_stages, plot_comparison, save_results, spread
     from keras_cadstn.train import train_cadstn
 
     rec_dir, fmt = prepare_records(cfg)
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
     mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len,
                         **dict(cfg.network))
-    steps = dict(cfg.steps)
-    missing = [s for s in STAGES if s not in steps]
+    missing = [s for s in STAGES if s not in cfg.train.steps]
     if missing:
-        raise ValueError(f"steps must name every stage {STAGES}; missing {missing}")
-    tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                       checkpoint_every=cfg.checkpoint_every, decay_every=cfg.decay_every, seed=cfg.seed,
-                       augment=fmt == "nyu", strategy=cfg.strategy, mixed_precision=cfg.mixed_precision,
-                       verbose=2)
-    trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), os.path.join(cfg.workdir, "run"), mcfg, tcfg)
-
-    spatial = spatial_inference_model(trained["spatial"])
-    ablation = {"Baseline": trained["baseline"], "Sliced 3D": trained["sliced3d"], "Spatial": spatial,
-                "Temporal": trained["temporal"], "CADSTN": trained["fusion"]}
-    print("evaluating on the test split (labelled hand centre, as the paper evaluates)")
-    gt, preds = predict_split(ablation, os.path.join(rec_dir, "test", "*.tfrecord"), cfg.seq_len)
-    results = {"data": cfg.data, "frames_evaluated": int(len(gt)), "centre": "labelled",
-               "ablation": {k: mean_error(gt, v) for k, v in preds.items()},
-               "fixed_w": fixed_weight_sweep(gt, preds["Temporal"], preds["Spatial"], mean_error)}
-    sweep = results["fixed_w"]
-    sweep_table = ("| w (temporal weight) | " + " | ".join(sweep) + " | learned |\n|" + "---|" * (len(sweep) + 2) + "\n"
-                   "| mean error (mm) | " + " | ".join(f"{v:.2f}" for v in sweep.values())
-                   + f" | {results['ablation']['CADSTN']:.2f} |")
-    print("\nAblation on the test split (Table IV's rows):\n" + comparison_table(gt, preds))
-    print("\nFixed-weight combination J = w*J_temp + (1-w)*J_spa against the learned fusion (Table V):\n" + sweep_table)
+        raise ConfigError(f"steps must name every stage {STAGES}; missing {missing}")
+    runs = []
+    for seed in range(cfg.seeds):
+        tcfg = dataclasses.replace(cfg.train, seed=seed, augment=cfg.train.augment and fmt == "nyu")
+        run_dir = os.path.join(cfg.workdir, "run" if seed == 0 else f"run_seed{seed}")
+        trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg)
+        print(f"evaluating seed {seed} on the validation and test splits (labelled hand centre, as the paper evaluates)")
+        runs.append((trained, evaluate_stages(trained, rec_dir, cfg.seq_len)))
+    trained, first = runs[0]
+    gt, preds = first["test"]["gt"], first["test"]["pred"]
+    table = {name: spread([r["test"]["errors"][name] for _, r in runs]) for name in first["test"]["errors"]}
+    results = {"data": cfg.data, "frames_evaluated": int(len(gt)), "centre": "labelled", "seeds": cfg.seeds,
+               "ablation": {k: v["mean"] for k, v in table.items()}, "ablation_spread": table,
+               "per_seed": [r["test"]["errors"] for _, r in runs], "w_from_validation": [r["w_val"] for _, r in runs]}
+    print(f"\nAblation on the test split (Table IV's rows; 'Fixed w' = the fixed weight chosen on validation), "
+          f"mean error over {cfg.seeds} seed(s)"
+          + (" with the standard deviation across them" if cfg.seeds > 1 else
+             ". One seed is a plumbing check: the run-to-run spread is in the README (benchmarks/bench_accuracy.py)")
+          + ":\n| method | mean error (mm) |\n|---|---|\n"
+          + "\n".join(f"| {k} | {v['mean']:.2f}" + (f" ± {v['sd']:.2f}" if cfg.seeds > 1 else "") + " |"
+                      for k, v in table.items()))
+    print("\nSeed 0 in detail:\n" + comparison_table(gt, preds))
 
     res_dir = os.path.join(cfg.workdir, "results")
     save_results(os.path.join(res_dir, "ground_truth.txt"), gt, fmt, "uvd")
@@ -166,7 +166,6 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
         print(f"bundle: {bundle.path}\nSavedModel (TF Serving layout, checked: max |error| {report.max_abs_mm:.5f} mm): "
               f"{report.path}")
         results["saved_model"] = report.path
-    from keras_cadstn.data.tfrecord import write_json_atomic
-    write_json_atomic(os.path.join(cfg.workdir, "results.json"), results)
+    atomic.write_json(os.path.join(cfg.workdir, "results.json"), results)
     print(f"results: {os.path.join(cfg.workdir, 'results.json')}")
     return results

@@ -1,8 +1,20 @@
-"""Errors that name the file or frame at fault and what was expected."""
+"""One error hierarchy: every failure the library reports on purpose is a ``CadstnError``.
+
+The ``cadstn`` command catches the base class (and OSError) and prints one line; the subclasses
+also derive from the built-in type a Python user would expect (ValueError, RuntimeError).
+"""
 
 
-class DataError(ValueError):
+class CadstnError(Exception):
+    """Base of the errors this library raises on purpose; the message names what is wrong."""
+
+
+class DataError(CadstnError, ValueError):
     """Bad input data (file, frame or record); the message names it and says what was expected."""
+
+
+class ConfigError(CadstnError, ValueError):
+    """A setting that cannot work (a stage without its prerequisites, a size that is not allowed)."""
 
 
 class NoHandError(DataError):
@@ -11,3 +23,11 @@ class NoHandError(DataError):
 
 class CorruptShardError(DataError):
     """A TFRecord shard does not match its manifest (size/checksum) or cannot be read."""
+
+
+class ParityError(CadstnError, RuntimeError):
+    """An exported artifact's outputs differ from the Keras model's beyond the tolerance."""
+
+
+class TrainingError(CadstnError, RuntimeError):
+    """A training stage could not train the steps it was asked for (no data, NaN loss, ...)."""

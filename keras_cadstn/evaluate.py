@@ -10,42 +10,76 @@ import os
 import numpy as np
 
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS, get_spec
-from keras_cadstn.errors import DataError
+from keras_cadstn import atomic
+from keras_cadstn.errors import ConfigError, DataError
 from keras_cadstn.preprocessing import joints_to_mm
 
 
-def load_results(path: str, dataset: str = "nyu", fmt: str = "uvd") -> np.ndarray:
-    """Read a results file -> (N, K, 3) float64 xyz in mm (camera coordinates, y down)."""
+def read_results(path: str, dataset: str = "nyu", fmt: str = "uvd") -> tuple:
+    """Read a results file -> (joints (N, K, 3) float64 xyz in mm (camera coordinates, y down),
+    image names (N,) or None when the lines carry none)."""
     if fmt not in ("uvd", "xyz"):
-        raise ValueError(f"fmt must be 'uvd' or 'xyz', got {fmt!r}")
+        raise ConfigError(f"fmt must be 'uvd' or 'xyz', got {fmt!r}")
     spec = get_spec(dataset)
     k = spec.num_joints
-    rows = []
-    with open(path, newline=None) as f:  # universal newlines: CRLF is fine
-        for line_no, line in enumerate(f, 1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            try:
-                float(tokens[0])
-            except ValueError:
-                tokens = tokens[1:]  # leading image name
-            try:
-                values = np.array([float(t) for t in tokens])
-            except ValueError as e:
-                raise DataError(f"{path}:{line_no}: {e}") from None
-            if dataset == "nyu" and values.size == 36 * 3:
-                values = values.reshape(36, 3)[list(NYU_EVAL_JOINTS)].ravel()
-            if values.size != 3 * k:
-                raise DataError(f"{path}:{line_no}: {values.size} numbers, expected {3 * k} "
-                                f"({k} {dataset} joints x 3" + (", or 108 for NYU's 36" if dataset == "nyu" else "") + ")")
-            rows.append(values.reshape(k, 3))
+    rows, names = [], []
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: results file not found")
+    try:
+        with open(path, newline=None, encoding="utf-8") as f:  # universal newlines: CRLF is fine
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text results file (binary content)") from None
+    for line_no, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        try:
+            float(tokens[0])
+            names.append(None)
+        except ValueError:
+            names.append(tokens[0])  # leading image name
+            tokens = tokens[1:]
+        try:
+            values = np.array([float(t) for t in tokens])
+        except ValueError as e:
+            raise DataError(f"{path}:{line_no}: {e}") from None
+        if dataset == "nyu" and values.size == 36 * 3:
+            values = values.reshape(36, 3)[list(NYU_EVAL_JOINTS)].ravel()
+        if values.size != 3 * k:
+            raise DataError(f"{path}:{line_no}: {values.size} numbers, expected {3 * k} "
+                            f"({k} {dataset} joints x 3" + (", or 108 for NYU's 36" if dataset == "nyu" else "") + ")")
+        rows.append(values.reshape(k, 3))
     if not rows:
         raise DataError(f"{path}: no frames")
     joints = np.stack(rows)
     if not np.isfinite(joints).all():
         raise DataError(f"{path}: contains NaN/inf")
-    return spec.camera.uvd_to_xyz(joints) if fmt == "uvd" else joints
+    if any(n is None for n in names) != all(n is None for n in names):
+        raise DataError(f"{path}: some lines start with an image name and some do not")
+    names = None if names[0] is None else names
+    if names is not None and len(set(names)) != len(names):
+        raise DataError(f"{path}: image names repeat (e.g. {next(n for n in names if names.count(n) > 1)!r})")
+    return (spec.camera.uvd_to_xyz(joints) if fmt == "uvd" else joints), names
+
+
+def load_results(path: str, dataset: str = "nyu", fmt: str = "uvd") -> np.ndarray:
+    """Read a results file -> (N, K, 3) float64 xyz in mm (camera coordinates, y down)."""
+    return read_results(path, dataset, fmt)[0]
+
+
+def align_results(gt, gt_names, pred, pred_names, gt_path: str = "ground truth", pred_path: str = "predictions"):
+    """Predictions in the ground truth's frame order: by image name where both files carry names,
+    else line by line (then the frame counts must agree)."""
+    if gt_names is not None and pred_names is not None:
+        index = {n: i for i, n in enumerate(pred_names)}
+        missing = [n for n in gt_names if n not in index]
+        if missing:
+            raise DataError(f"{pred_path}: no line for {len(missing)} image(s) of {gt_path}, e.g. {missing[0]!r}")
+        return pred[[index[n] for n in gt_names]]
+    if len(pred) != len(gt):
+        raise DataError(f"{pred_path}: {len(pred)} frames, ground truth {gt_path} has {len(gt)}")
+    return pred
 
 
 def save_results(path: str, joints_xyz, dataset: str = "nyu", fmt: str = "uvd") -> None:
@@ -56,11 +90,7 @@ def save_results(path: str, joints_xyz, dataset: str = "nyu", fmt: str = "uvd") 
         raise ValueError(f"expected (N, {spec.num_joints}, 3) joints, got {joints.shape}")
     out = spec.camera.xyz_to_uvd(joints) if fmt == "uvd" else joints
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for frame in out:
-            f.write(" ".join(f"{v:.4f}" for v in frame.ravel()) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(" ".join(f"{v:.4f}" for v in frame.ravel()) + "\n" for frame in out))
 
 
 def _check(gt, pred):
@@ -174,20 +204,77 @@ def read_test_split(pattern: str):
 
 
 def predict_split(models: dict, pattern: str, seq_len: int, batch_size: int = 128):
-    """Ground truth and every model's predictions (N, K, 3) mm over a whole test split, per frame in
-    test order, with the labelled hand centre the records were cropped with (as papers evaluate).
-    Frame models (input (B, M, M, 1)) see every frame; clip models (B, T, M, M, 1) see each sequence
-    as in ``predict_sequence``."""
+    """Ground truth, every model's predictions (N, K, 3) mm and the records' metadata over a whole
+    split, per frame in recorded order, with the labelled hand centre the records were cropped with
+    (as papers evaluate). Frame models (input (B, M, M, 1)) see every frame; clip models
+    (B, T, M, M, 1) see each sequence as in ``predict_sequence``."""
     crops, meta = read_test_split(pattern)
     preds = {}
     for name, model in models.items():
-        if len(model.input.shape) == 5:
-            out = np.concatenate([predict_sequence(model, crops[a:b], seq_len)
-                                  for a, b in sequence_segments(meta["sequence_id"], meta["frame_index"])])
-        else:
-            out = predict_batched(model, crops, batch_size)
-        preds[name] = joints_to_mm(out, meta["center_xyz"], meta["cube"])
-    return meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64), preds
+        preds[name] = joints_to_mm(predict_frames_or_clips(model, crops, meta, seq_len, batch_size),
+                                   meta["center_xyz"], meta["cube"])
+    return meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64), preds, meta
+
+
+def predict_frames_or_clips(model, crops, meta, seq_len: int, batch_size: int = 128) -> np.ndarray:
+    """A frame model on every crop, or a clip model on each sequence's clips: (N, out)."""
+    if len(model.input.shape) == 5:
+        return np.concatenate([predict_sequence(model, crops[a:b], seq_len)
+                               for a, b in sequence_segments(meta["sequence_id"], meta["frame_index"])])
+    return predict_batched(model, crops, batch_size)
+
+
+FIXED_WEIGHTS = tuple(round(w, 1) for w in np.linspace(0, 1, 11))
+
+
+def fixed_weight_sweep(gt, j_temporal, j_spatial) -> dict:
+    """Table V: mean error of J = w * J_temp + (1 - w) * J_spa for fixed w in 0, 0.1, ..., 1."""
+    return {w: mean_error(gt, w * j_temporal + (1 - w) * j_spatial) for w in FIXED_WEIGHTS}
+
+
+def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
+    """The ablation of one training run: every stage's predictions on the validation and test
+    splits, the fixed fusion weight chosen on validation (never on test) applied to test, and the
+    gate's temporal weight w1 per test frame (mean over coordinates)."""
+    from keras_cadstn.models import get_submodel, spatial_inference_model
+    models = {"Baseline": trained["baseline"], "Sliced 3D": trained["sliced3d"],
+              "Spatial": spatial_inference_model(trained["spatial"]), "Temporal": trained["temporal"],
+              "CADSTN": trained["fusion"]}
+    out = {}
+    val = os.path.join(records_dir, "val", "*.tfrecord")
+    gt_v, pred_v, _ = predict_split({k: models[k] for k in ("Spatial", "Temporal")}, val, seq_len)
+    sweep_val = fixed_weight_sweep(gt_v, pred_v["Temporal"], pred_v["Spatial"])
+    w_val = min(sweep_val, key=sweep_val.get)
+    gt, pred, meta = predict_split(models, os.path.join(records_dir, "test", "*.tfrecord"), seq_len)
+    pred = dict(pred)
+    pred["Fixed w (val)"] = w_val * pred["Temporal"] + (1 - w_val) * pred["Spatial"]
+    crops, _ = read_test_split(os.path.join(records_dir, "test", "*.tfrecord"))
+    gate = get_submodel(trained["fusion"], "gate_network")
+    out["test"] = {"gt": gt, "pred": pred, "meta": meta,
+                   "errors": {k: mean_error(gt, v) for k, v in pred.items()},
+                   "frame_errors": {k: np.linalg.norm(gt - v, axis=-1).mean(axis=1) for k, v in pred.items()},
+                   "gate_w1": predict_batched(gate, crops, 128).mean(axis=1),
+                   "sweep": fixed_weight_sweep(gt, pred["Temporal"], pred["Spatial"])}
+    out["val_sweep"], out["w_val"] = sweep_val, w_val
+    return out
+
+
+def spread(values) -> dict:
+    """Mean and sample standard deviation of per-seed results."""
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "n": int(len(v))}
+
+
+def paired_difference(a, b) -> dict:
+    """Mean of a - b over paired samples (per seed, or per frame) with a 95% t interval."""
+    from scipy import stats
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(d)
+    mean = float(d.mean())
+    if n < 2:
+        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n}
+    half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
 def predict_batched(model, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -10,7 +10,7 @@
   is copied to ``assets.extra/bundle.json``.
 - TFLite (LiteRT) float32 / float16 / dynamic_int8 (int8 weights) / int8 (full-integer) of the spatial network (``spatial``) and of one
   streaming CADSTN step (``step``: crop + LSTM state -> fused joints + new state), batch 1 (the
-  LSTM step converts to builtin ops only with a static batch; STACK.md).
+  LSTM step converts to builtin ops only with a static batch; docs/stack.md).
 - ONNX (tf2onnx, opset >= 17) of the same two models, dynamic batch, run with onnxruntime.
 TFLite and ONNX convert the models with the sliced branch's linear convolution pairs folded into
 one (``fold_sliced_convolutions``: same function, fewer multiply-adds).
@@ -27,15 +27,16 @@ import shutil
 
 import numpy as np
 
-# Largest allowed |artifact - Keras| in mm (float32: the issue's 0.01 mm; reduced precisions are
-# reported and only guarded against gross breakage).
+from keras_cadstn import atomic
+from keras_cadstn.errors import ConfigError, ParityError
+from keras_cadstn.runtime import (KerasStep, ONNXRunner, Samples, TFLiteRunner, as_step, run_step_over_clips,
+                                  sample_clips)
+
+# Largest allowed |artifact - Keras| in mm (float32: 0.01 mm; reduced precisions are reported and
+# only guarded against gross breakage).
 TOLERANCE_MM = {"float32": 0.01, "float16": 2.0, "dynamic_int8": 5.0, "int8": 25.0}
 PRECISIONS = tuple(TOLERANCE_MM)
 MODELS = ("spatial", "step")
-
-
-class ParityError(RuntimeError):
-    """An exported artifact does not compute what the Keras model computes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,52 +54,6 @@ class ExportReport:
                 f"mean {self.mean_abs_mm:.5f} mm, {self.size_bytes / 1e6:.2f} MB -> {self.path}")
 
 
-# ----------------------------------------------------------------------------- parity inputs
-
-@dataclasses.dataclass(frozen=True)
-class Samples:
-    """Real crops to check artifacts on: ``clips`` (B, T, M, M, 1) with their centre/cube (B, T, 3)."""
-
-    clips: np.ndarray
-    center_xyz: np.ndarray
-    cube: np.ndarray
-
-    @property
-    def crops(self) -> np.ndarray:
-        return self.clips.reshape((-1,) + self.clips.shape[2:])
-
-
-def sample_clips(bundle, num_clips: int = 2, records: str | None = None, seed: int = 7) -> Samples:
-    """Clips of T consecutive crops: from a TFRecord split (``records`` glob) or, by default, from a
-    synthetic hand sequence rendered with the bundle's own camera and pre-processed like the tracker."""
-    t, m = bundle.seq_len, bundle.image_size
-    if records:
-        from keras_cadstn.evaluate import read_test_split
-        crops, meta = read_test_split(records)
-        n = (len(crops) // t) * t
-        if n < t:
-            raise ValueError(f"{records}: {len(crops)} records, fewer than one clip of T={t}")
-        n = min(n, num_clips * t)
-        return Samples(crops[:n].reshape(-1, t, m, m, 1), meta["center_xyz"][:n].reshape(-1, t, 3),
-                       meta["cube"][:n].reshape(-1, t, 3))
-    from keras_cadstn.data.frames import NYU_EVAL_JOINTS
-    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
-    from keras_cadstn.preprocessing import preprocess_frame
-    cam, spec = bundle.camera, bundle.spec
-    renderer = SequenceRenderer(seed, SynthConfig(camera=cam))
-    crops, centres = [], []
-    for i in range(num_clips * t):
-        depth_mm, joints_xyz = renderer.render(i)
-        # the renderer's 36 joints are NYU's layout: the reference joint is found through it
-        ref = joints_xyz[NYU_EVAL_JOINTS[spec.reference_joint]] if spec.name == "nyu" else joints_xyz.mean(0)
-        crop, info = preprocess_frame(depth_mm, cam.xyz_to_uvd(ref), spec.cube, cam, m, where=f"synthetic frame {i}")
-        crops.append(crop)
-        centres.append(info.center_xyz)
-    cube = np.broadcast_to(np.asarray(spec.cube, np.float32), (num_clips * t, 3))
-    return Samples(np.asarray(crops, np.float32).reshape(num_clips, t, m, m, 1),
-                   np.asarray(centres, np.float32).reshape(num_clips, t, 3), cube.reshape(num_clips, t, 3).copy())
-
-
 def _errors_mm(reference_norm, artifact_norm, cube) -> tuple:
     """Max and mean |difference| in mm of two cube-normalised (..., 3K) predictions."""
     a = np.asarray(reference_norm, np.float64)
@@ -108,56 +63,24 @@ def _errors_mm(reference_norm, artifact_norm, cube) -> tuple:
     return float(diff.max()), float(diff.mean())
 
 
-def _check(report: ExportReport, tmp_path: str) -> ExportReport:
+def _check_and_publish(report: ExportReport, tmp_path: str) -> ExportReport:
+    """Rename the verified artifact into place; past the tolerance remove it AND any older artifact
+    of the same name (a refused export must not leave a stale file that looks like its result)."""
     limit = TOLERANCE_MM[report.precision]
     if not np.isfinite(report.max_abs_mm) or report.max_abs_mm > limit:
-        _remove(tmp_path)
+        atomic.remove(tmp_path)
+        atomic.remove(report.path)
         raise ParityError(f"{report.fmt} {report.model} {report.precision}: max |error| {report.max_abs_mm:.4f} mm "
                           f"(mean {report.mean_abs_mm:.4f} mm) against the Keras model exceeds {limit} mm; "
                           f"nothing written")
-    return report
-
-
-def _remove(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.remove(path)
-
-
-def _publish(tmp_path: str, path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp_path, path)
+    atomic.publish(tmp_path, report.path)
+    return dataclasses.replace(report, size_bytes=_size(report.path))
 
 
 def _size(path: str) -> int:
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
-# ----------------------------------------------------------------------------- Keras references
-
-def run_step_over_clips(step, units: int, samples: Samples, clips_at_once: bool = True) -> np.ndarray:
-    """A one-frame step ``step(crop, h, c) -> (joints, h', c')`` over each clip from zero LSTM state:
-    (B, T, 3K). ``clips_at_once`` feeds all B clips as one batch per frame; otherwise clip by clip
-    with batch 1 (artifacts exported with a fixed batch)."""
-    groups = [samples.clips] if clips_at_once else [clip[None] for clip in samples.clips]
-    out = []
-    for clips in groups:
-        h = np.zeros((len(clips), units), np.float32)
-        c = np.zeros((len(clips), units), np.float32)
-        joints = []
-        for i in range(clips.shape[1]):
-            j, h, c = step(clips[:, i], h, c)
-            joints.append(np.asarray(j))
-        out.append(np.stack(joints, axis=1))
-    return np.concatenate(out).astype(np.float32)
-
-
-def keras_step(step_model):
-    return lambda crop, h, c: [np.asarray(o) for o in step_model.predict_on_batch([crop, h, c])]
 
 
 # ----------------------------------------------------------------------------- SavedModel
@@ -201,9 +124,9 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
         tf.TensorSpec((None, 3), tf.float32, name="cube")])
 
     path = os.path.join(out_dir, name, str(int(version)))
-    tmp = os.path.join(out_dir, name, f".{int(version)}.tmp")
-    _remove(tmp)
-    os.makedirs(os.path.dirname(tmp), exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = atomic.temporary_path(path)
+    atomic.remove(tmp)
     archive.write_out(tmp, verbose=False)
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
     shutil.copy(os.path.join(bundle.path, SPEC_FILE), os.path.join(tmp, "assets.extra", SPEC_FILE))
@@ -224,9 +147,7 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
     mm_err = np.abs(seq["joints_mm"].numpy() - joints_to_mm(ref_seq, samples.center_xyz, samples.cube)).max()
     report = ExportReport(path, "saved_model", "cadstn", "float32", max(max(e[0] for e in errs), float(mm_err)),
                           float(np.mean([e[1] for e in errs])), _size(tmp))
-    _check(report, tmp)
-    _publish(tmp, path)
-    return dataclasses.replace(report, size_bytes=_size(path))
+    return _check_and_publish(report, tmp)
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -259,7 +180,7 @@ def keras_artifact_model(bundle, which: str, folded: bool = False):
     converted: the same function with the sliced branch's linear convolution pairs folded into one
     (``fold_sliced_convolutions``)."""
     if which not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {which!r}")
+        raise ConfigError(f"model must be one of {MODELS}, got {which!r}")
     spatial = bundle.spatial_model()
     if folded:
         from keras_cadstn.models import fold_sliced_convolutions
@@ -275,7 +196,7 @@ def representative_inputs(step_or_spatial, samples: Samples, which: str):
             yield {"crop": crop[None]}
         return
     feeds = []
-    keras_ = keras_step(step_or_spatial)
+    keras_ = KerasStep(step_or_spatial)
 
     def recording(crop, h, c):
         feeds.append({"crop": crop, "lstm_h": h, "lstm_c": c})
@@ -283,27 +204,6 @@ def representative_inputs(step_or_spatial, samples: Samples, which: str):
 
     run_step_over_clips(recording, step_or_spatial.inputs[1].shape[-1], samples, clips_at_once=False)
     yield from feeds
-
-
-class TFLiteRunner:
-    """A LiteRT interpreter over an exported model, called by input name (signature runner)."""
-
-    def __init__(self, path_or_bytes, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-        kw = {"model_path": path_or_bytes} if isinstance(path_or_bytes, str) else {"model_content": path_or_bytes}
-        self.interpreter = Interpreter(num_threads=num_threads, **kw)
-        self.runner = self.interpreter.get_signature_runner()
-
-    def __call__(self, **inputs) -> dict:
-        return self.runner(**{k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()})
-
-
-def as_step(runner):
-    """A TFLite/ONNX runner of an exported step model as ``step(crop, h, c) -> (joints, h', c')``."""
-    def step(crop, h, c):
-        out = runner(crop=crop, lstm_h=h, lstm_c=c)
-        return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
-    return step
 
 
 def convert_tflite(keras_model, precision: str = "float32", representative=None) -> bytes:
@@ -318,9 +218,9 @@ def convert_tflite(keras_model, precision: str = "float32", representative=None)
     import keras
     import tensorflow as tf
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and representative is None:
-        raise ValueError("int8 needs representative (calibration) inputs")
+        raise ConfigError("int8 needs representative (calibration) inputs")
     staging = tempfile.mkdtemp(prefix="cadstn_tflite_")
     try:
         archive = keras.export.ExportArchive()
@@ -355,8 +255,8 @@ def export_tflite(bundle, path: str, which: str = "step", precision: str = "floa
     samples = samples or sample_clips(bundle)
     data = convert_tflite(keras_artifact_model(bundle, which, folded=True), precision,
                           lambda: representative_inputs(keras_model, calibration or samples, which))
-    tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = atomic.temporary_path(path, ".tflite")
     with open(tmp, "wb") as f:
         f.write(data)
     return _verify_and_publish(tmp, path, "tflite", which, precision, keras_model, TFLiteRunner(tmp), samples,
@@ -374,31 +274,13 @@ def _verify_and_publish(tmp: str, path: str, fmt: str, which: str, precision: st
                else runner(crop=samples.crops)["joints"])
     else:
         units = keras_model.inputs[1].shape[-1]
-        ref = run_step_over_clips(keras_step(keras_model), units, samples)
+        ref = run_step_over_clips(KerasStep(keras_model), units, samples)
         got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=not batch_one)
-    report = ExportReport(path, fmt, which, precision, *_errors_mm(ref, got, samples.cube), _size(tmp))
-    _check(report, tmp)
-    os.replace(tmp, path)
-    return report
+    return _check_and_publish(ExportReport(path, fmt, which, precision, *_errors_mm(ref, got, samples.cube),
+                                           _size(tmp)), tmp)
 
 
 # ----------------------------------------------------------------------------- ONNX
-
-class ONNXRunner:
-    """onnxruntime over an exported model, called by input name."""
-
-    def __init__(self, path: str, num_threads: int | None = None):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, **inputs) -> dict:
-        feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()}
-        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
-
 
 def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
                 samples: Samples | None = None) -> ExportReport:
@@ -406,15 +288,32 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
     with onnxruntime."""
     import tf2onnx
     if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+        raise ConfigError(f"opset must be >= 17, got {opset}")
     keras_model = keras_artifact_model(bundle, which)
     samples = samples or sample_clips(bundle)
-    tmp = path + ".tmp"
+    tmp = atomic.temporary_path(path, ".onnx")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tf2onnx.convert.from_function(_named_tf_function(keras_artifact_model(bundle, which, folded=True)),
                                   input_signature=_input_specs(keras_model, None), opset=opset, output_path=tmp)
     return _verify_and_publish(tmp, path, "onnx", which, "float32", keras_model, ONNXRunner(tmp), samples,
                                batch_one=False)
+
+
+def export_step(bundle, backend: str = "tflite", precision: str = "float32", path: str | None = None,
+                samples: Samples | None = None) -> str:
+    """The streaming step model the tracker runs on ``backend`` ('tflite' or 'onnx'), exported and
+    verified once into the cache (``runtime.step_artifact_path``) or to ``path``; returns its path."""
+    from keras_cadstn.runtime import step_artifact_path
+    path = path or step_artifact_path(bundle, backend, precision)
+    if not os.path.isfile(path):
+        if backend == "tflite":
+            export_tflite(bundle, path, "step", precision, samples)
+        elif backend == "onnx" and precision == "float32":
+            export_onnx(bundle, path, "step", samples=samples)
+        else:
+            raise ConfigError(f"no exported step model for backend {backend!r} at {precision!r} "
+                              f"(tflite: {PRECISIONS}; onnx: float32)")
+    return path
 
 
 # ----------------------------------------------------------------------------- everything
@@ -452,65 +351,3 @@ def export_all(bundle, out_dir: str, records: str | None = None, precisions=PREC
         if onnx:
             attempt(lambda: export_onnx(bundle, os.path.join(out_dir, f"{which}.onnx"), which, samples=samples))
     return reports, refused
-
-
-# ----------------------------------------------------------------------------- TensorRT pre-flight
-
-# Operators the ONNX-TensorRT parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.4, the
-# oldest we target: JetPack 5). Conservative: newer TensorRT supports more, never fewer.
-TENSORRT_OPS = frozenset("""
-Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil
-Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
-DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
-GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GRU
-HardSigmoid Identity If ImageScaler InstanceNormalization IsNaN LeakyRelu Less LessOrEqual Log
-LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean Min Mul Neg Not Or Pad
-ParametricSoftplus Pow PRelu QuantizeLinear RandomUniform RandomUniformLike Range ReduceL1 ReduceL2
-ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu
-Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
-Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
-Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where Xor
-""".split())
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchProfile:
-    """A TensorRT optimisation profile over the batch dimension (inner shapes are static)."""
-
-    min: int = 1
-    opt: int = 1
-    max: int = 8
-
-    def __post_init__(self):
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
-
-
-def check_onnx_for_tensorrt(path: str, profile: BatchProfile = BatchProfile()) -> dict:
-    """What can be checked without a GPU before building an engine: every operator is one the
-    TensorRT parser supports, every input has a dynamic batch and static inner dimensions, and the
-    profile fits. Returns {input name: (min, opt, max) shapes}; raises ValueError listing problems."""
-    import onnx
-    model = onnx.load(path)
-    problems = []
-    bad_ops = sorted({n.op_type for n in model.graph.node} - TENSORRT_OPS)
-    if bad_ops:
-        problems.append(f"operators TensorRT cannot parse: {', '.join(bad_ops)}")
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < 17:
-        problems.append(f"opset {opset} < 17")
-    initializers = {i.name for i in model.graph.initializer}
-    shapes = {}
-    for inp in model.graph.input:
-        if inp.name in initializers:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        inner = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-        if not dims or dims[0].HasField("dim_value"):
-            problems.append(f"input {inp.name}: batch dimension is fixed; the profile needs it dynamic")
-        if any(d is None or d <= 0 for d in inner):
-            problems.append(f"input {inp.name}: inner dimensions {inner} must all be static")
-        shapes[inp.name] = tuple((b,) + tuple(inner) for b in (profile.min, profile.opt, profile.max))
-    if problems:
-        raise ValueError(f"{path}: not ready for TensorRT:\n  " + "\n  ".join(problems))
-    return shapes

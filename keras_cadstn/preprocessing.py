@@ -1,5 +1,5 @@
 """DeepPrior-style hand pre-processing: centre of mass, cube crop, depth and joint normalisation,
-and the sliced 3D volume (ARCHITECTURE.md, "Pre-processing").
+and the sliced 3D volume (docs/architecture.md, "Pre-processing").
 
 Everything here is NumPy on one frame, except ``slice_volume``, which is written with ``keras.ops``
 so the same function runs inside tf.data, inside a model and on every Keras backend.
@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from keras_cadstn.camera import Camera
-from keras_cadstn.errors import DataError, NoHandError
+from keras_cadstn.errors import ConfigError, DataError, NoHandError
 
 # Normalised value of "no hand here": the far plane of the cube. Hand pixels are strictly below it.
 BACKGROUND = 1.0
@@ -63,7 +63,7 @@ def hand_center(depth_mm, reference_uvd, cube, camera: Camera, refinements: int 
     """Centre of mass (uvd) of the depth pixels inside the cube around ``reference_uvd``.
 
     The mean is taken once around the reference point and then ``refinements`` more times around
-    the previous result (ARCHITECTURE.md: "repeat once"). ``coarse_step`` > 1: every pass but the
+    the previous result (docs/architecture.md: "repeat once"). ``coarse_step`` > 1: every pass but the
     last looks at every coarse_step-th pixel only (the tracker's speed-up; the result is still a
     full-resolution centre of mass). Raises ``NoHandError`` naming ``where`` when no pixel lies in
     the cube.
@@ -138,19 +138,28 @@ def check_depth_image(depth, camera: Camera, where: str = "frame") -> np.ndarray
     if depth.shape != expected:
         raise DataError(f"{where}: depth image has shape {depth.shape}, expected {expected} "
                         f"(the camera's height x width)")
-    if depth.dtype.kind not in "uif":
-        raise DataError(f"{where}: depth dtype {depth.dtype} is not numeric; expected uint16/float "
-                        f"in the camera's unit ({camera.depth_unit_mm} mm per unit)")
+    if depth.dtype.kind not in "uif" or (depth.dtype.kind in "ui" and depth.dtype.itemsize < 2):
+        raise DataError(f"{where}: depth dtype {depth.dtype} cannot hold depth; expected uint16/float "
+                        f"in the camera's unit ({camera.depth_unit_mm} mm per unit)"
+                        + (" (8-bit images are visualisations, not depth)" if depth.dtype.itemsize == 1 else ""))
     if depth.dtype.kind == "f" and not np.isfinite(depth).all():
         raise DataError(f"{where}: depth contains NaN/inf; use 0 for 'no reading'")
     return depth
+
+
+def check_cube(cube) -> np.ndarray:
+    """The hand cube as (3,) float64 mm, each edge finite and > 0."""
+    c = np.asarray(cube, dtype=np.float64)
+    if c.shape != (3,) or not np.isfinite(c).all() or (c <= 0).any():
+        raise ConfigError(f"cube must be 3 finite edge lengths > 0 mm, got {cube!r}")
+    return c
 
 
 def preprocess_frame(depth_mm, reference_uvd, cube, camera: Camera, size: int = 128,
                      where: str = "frame"):
     """Raw depth (mm) + reference point -> (normalised crop (size, size) float32, CropInfo)."""
     depth_mm = check_depth_image(np.asarray(depth_mm), camera, where)
-    cube = np.asarray(cube, dtype=np.float64)
+    cube = check_cube(cube)
     center = hand_center(depth_mm, reference_uvd, cube, camera, where=where)
     crop, t = crop_and_normalize(depth_mm, center, cube, camera, size)
     return crop, CropInfo(center_uvd=center, center_xyz=camera.uvd_to_xyz(center), cube=cube,

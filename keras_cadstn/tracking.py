@@ -12,8 +12,9 @@ import os
 
 import numpy as np
 
-from keras_cadstn.errors import NoHandError
+from keras_cadstn.errors import ConfigError, DataError, NoHandError
 from keras_cadstn.preprocessing import check_depth_image, crop_and_normalize, hand_center, joints_to_mm
+from keras_cadstn.runtime import RUNNERS, KerasStep, as_step, step_artifact_path
 
 BACKENDS = ("keras", "tflite", "onnx")
 
@@ -74,47 +75,25 @@ class TrackResult:
 
 # ----------------------------------------------------------------------------- backends
 
-class _KerasStep:
-    def __init__(self, bundle):
-        import keras
-        model = bundle.frame_model()
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-            self.fn = tf.function(lambda crop, h, c: model([crop, h, c], training=False), reduce_retracing=True)
-            self.numpy = lambda out: [o.numpy() for o in out]
-        else:  # jax / torch: the model's own compiled predict step
-            self.fn = lambda crop, h, c: model.predict_on_batch([crop, h, c])
-            self.numpy = lambda out: [np.asarray(o) for o in out]
-
-    def __call__(self, crop, h, c):
-        return self.numpy(self.fn(crop, h, c))
-
-
-def artifact_path(bundle, backend: str, precision: str = "float32") -> str:
-    """Where a bundle keeps its exported step model (created on first use, verified on export)."""
-    name = f"step_{precision}.tflite" if backend == "tflite" else "step.onnx"
-    return os.path.join(bundle.path, "exports", name)
-
-
 def make_step(bundle, backend: str = "keras", precision: str = "float32", path: str | None = None,
               num_threads: int | None = None):
-    """A callable (crop (1, M, M, 1), h, c) -> (joints (1, 3K), h', c') on the chosen backend."""
+    """A callable (crop (1, M, M, 1), h, c) -> (joints (1, 3K), h', c') on the chosen backend.
+
+    TFLite/ONNX run an exported step model: ``path``, or the bundle's entry in the cache that
+    ``keras_cadstn.export.export_step(bundle, backend, precision)`` (or ``cadstn track``) writes.
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "keras":
-        return _KerasStep(bundle)
+        return KerasStep(bundle.frame_model())
     if backend == "onnx" and precision != "float32":
-        raise ValueError("the ONNX backend is float32 (use TensorRT for reduced precision on a GPU)")
-    path = path or artifact_path(bundle, backend, precision)
+        raise ConfigError("the ONNX backend is float32 (use TensorRT for reduced precision on a GPU)")
+    path = path or step_artifact_path(bundle, backend, precision)
     if not os.path.isfile(path):
-        from keras_cadstn import export
-        print(f"exporting the {backend} step model to {path} (once)")
-        if backend == "tflite":
-            export.export_tflite(bundle, path, "step", precision)
-        else:
-            export.export_onnx(bundle, path, "step")
-    from keras_cadstn.export import ONNXRunner, TFLiteRunner, as_step
-    return as_step((TFLiteRunner if backend == "tflite" else ONNXRunner)(path, num_threads))
+        raise ConfigError(f"no {backend} {precision} step model at {path}: export it first with "
+                          f"keras_cadstn.export.export_step(bundle, {backend!r}, {precision!r}) "
+                          f"or `cadstn export --bundle {bundle.path} --out DIR` and pass model_path")
+    return as_step(RUNNERS[backend](path, num_threads))
 
 
 # ----------------------------------------------------------------------------- tracker
@@ -155,6 +134,10 @@ class HandTracker:
         depth_mm = self.camera.to_mm(check_depth_image(depth, self.camera, f"frame {self.frames}"))
         self.frames += 1
         if center_uvd is not None:
+            center_uvd = np.asarray(center_uvd, np.float64)
+            if center_uvd.shape != (3,) or not np.isfinite(center_uvd).all():
+                raise DataError(f"frame {self.frames - 1}: center_uvd must be 3 finite numbers (u px, v px, "
+                                f"d mm), got shape {center_uvd.shape}")
             try:
                 center, mode = hand_center(depth_mm, center_uvd, self.cube, self.camera), "given"
             except NoHandError:
@@ -165,8 +148,7 @@ class HandTracker:
             self.reset()
             return TrackResult(False, None, None, "no hand")
         if self.reset_every and self.since_reset >= self.reset_every:
-            self.h[:] = 0.0
-            self.c[:] = 0.0
+            self.h, self.c = np.zeros_like(self.h), np.zeros_like(self.c)
             self.since_reset = 0
         crop, _ = crop_and_normalize(depth_mm, center, self.cube, self.camera, self.size)
         joints, self.h, self.c = self.step(crop[None, :, :, None], self.h, self.c)
@@ -185,7 +167,7 @@ def track_split(tracker: HandTracker, split, centre: str = "localiser", progress
     """
     from tqdm.auto import tqdm
     if centre not in ("labelled", "localiser"):
-        raise ValueError(f"centre must be 'labelled' or 'localiser', got {centre!r}")
+        raise ConfigError(f"centre must be 'labelled' or 'localiser', got {centre!r}")
     spec = split.spec
     gt, pred, lost, previous = [], [], 0, None
     for frame in tqdm(split.frames, desc=f"tracking ({centre} centre)", disable=not progress, unit="frame"):

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from keras_cadstn import cli
-from keras_cadstn.commands import example_main
+from keras_cadstn.cli import example_main
 from keras_cadstn.demo import DemoConfig, run_demo
 from keras_cadstn.evaluate import (clip_starts, load_results, mean_error, predict_sequence, save_results,
                                    sequence_segments)
+from keras_cadstn.data.tfrecord import read_manifest
+from keras_cadstn.errors import DataError
 from keras_cadstn.train import TrainConfig
 
 
@@ -38,12 +40,12 @@ def test_demo_config_data_sources(tmp_path):
     assert DemoConfig().dataset() == ("synthetic", None)
     with pytest.raises(ValueError, match="'synthetic', 'nyu:/path' or 'icvl:/path'"):
         DemoConfig(data="kinect:/x").dataset()
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         DemoConfig(data=f"nyu:{tmp_path}/missing").dataset()
     paper = DemoConfig.paper(f"icvl:{tmp_path}")
     assert paper.dataset() == ("icvl", str(tmp_path))
-    assert dict(paper.steps) == TrainConfig().steps and paper.image_size == 128 and paper.batch_size == 128
-    assert dict(DemoConfig().scaled(0.01).steps)["fusion"] == 2
+    assert paper.train == TrainConfig() and paper.image_size == 128 and paper.train.batch_size == 128
+    assert DemoConfig().scaled(0.01).train.steps["fusion"] == 2
 
 
 def test_example_restricts_the_dataset(capsys):
@@ -53,19 +55,23 @@ def test_example_restricts_the_dataset(capsys):
 
 
 def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
-    cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=24, train_sequences=2, test_sequences=1,
-                     image_size=32, seq_len=4, batch_size=16, checkpoint_every=2,
-                     steps=tuple((s, 2) for s in ("baseline", "sliced3d", "spatial", "temporal", "fusion")),
-                     network=(("fc_units", 32), ("lstm_units", 16)))
+    train = TrainConfig(steps=dict.fromkeys(("baseline", "sliced3d", "spatial", "temporal", "fusion"), 2),
+                        batch_size=16, checkpoint_every=2, verbose=0)
+    cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=24, train_sequences=2, val_sequences=1,
+                     test_sequences=1, image_size=32, seq_len=4, network=(("fc_units", 32), ("lstm_units", 16)),
+                     seeds=2, train=train)
     res = run_demo(cfg)
     assert res["frames_evaluated"] == 24 and res["centre"] == "labelled"  # every test frame, in order
-    assert list(res["ablation"]) == ["Baseline", "Sliced 3D", "Spatial", "Temporal", "CADSTN"]
-    assert res["fixed_w"]["0.0"] == pytest.approx(res["ablation"]["Spatial"])
-    assert res["fixed_w"]["1.0"] == pytest.approx(res["ablation"]["Temporal"])
+    assert list(res["ablation"]) == ["Baseline", "Sliced 3D", "Spatial", "Temporal", "CADSTN", "Fixed w (val)"]
+    assert res["seeds"] == 2 and all(v["n"] == 2 and v["sd"] >= 0 for v in res["ablation_spread"].values())
+    assert all(w in [round(0.1 * i, 1) for i in range(11)] for w in res["w_from_validation"])
+    assert read_manifest(str(tmp_path / "records_32" / "val"))["num_records"] == 24  # the held-out sequence
+    assert read_manifest(str(tmp_path / "records_32" / "train"))["num_records"] == 48
     gt = load_results(str(tmp_path / "results" / "ground_truth.txt"), "nyu", "uvd")
     cadstn = load_results(str(tmp_path / "results" / "cadstn.txt"), "nyu", "uvd")
     assert gt.shape == cadstn.shape == (24, 14, 3)
-    assert mean_error(gt, cadstn) == pytest.approx(res["ablation"]["CADSTN"], abs=1e-3)  # 4-decimal files
+    assert mean_error(gt, cadstn) == pytest.approx(res["per_seed"][0]["CADSTN"], abs=1e-3)  # 4-decimal files
+    assert res["ablation"]["CADSTN"] == pytest.approx(np.mean([r["CADSTN"] for r in res["per_seed"]]))
     for name in ("success_rate.png", "per_joint_error.png"):
         assert os.path.getsize(tmp_path / "plots" / name) > 1000
     assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
@@ -87,5 +93,6 @@ def test_eval_cli_prints_the_table_and_writes_plots(tmp_path, capsys, rng):
     assert f"| a.txt | {mean_error(gt, a):.2f} |" in out
     assert (tmp_path / "plots" / "success_rate.png").is_file()
     np.savetxt(tmp_path / "short.txt", np.full((3, 42), 500.0))
-    with pytest.raises(ValueError, match="3 frames, ground truth"):
-        cli.main(["eval", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "short.txt")])
+    assert cli.main(["eval", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "short.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cadstn eval: error: ") and "3 frames, ground truth" in err[0]

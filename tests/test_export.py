@@ -33,7 +33,7 @@ def test_bundle_round_trip_carries_the_preprocessing(tiny_bundle, samples):
 
 
 def test_bundle_errors_name_the_file(tiny_bundle, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a keras_cadstn bundle"):
+    with pytest.raises(DataError, match="not a keras_cadstn bundle"):
         load_bundle(str(tmp_path))
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -147,9 +147,10 @@ def test_sliced_volume_survives_full_integer_quantisation(samples):
 
 def test_failed_parity_writes_nothing(tiny_bundle, samples, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCE_MM, "float16", 0.0)  # float16 always differs a little
+    (tmp_path / "spatial.tflite").write_bytes(b"an older export of another model")
     with pytest.raises(export.ParityError, match="exceeds 0.0 mm; nothing written"):
         export.export_tflite(tiny_bundle, str(tmp_path / "spatial.tflite"), "spatial", "float16", samples)
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == []  # no temporary, and no stale artifact that looks like the result
     with pytest.raises(ValueError, match="precision must be one of"):
         export.export_tflite(tiny_bundle, str(tmp_path / "x.tflite"), "spatial", "int4", samples)
     with pytest.raises(ValueError, match="model must be one of"):
@@ -157,7 +158,6 @@ def test_failed_parity_writes_nothing(tiny_bundle, samples, tmp_path, monkeypatc
 
 
 def _onnx_with(op_type, batch_dim):
-    import onnx
     from onnx import TensorProto, helper
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
@@ -165,24 +165,36 @@ def _onnx_with(op_type, batch_dim):
     return helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _export_trt_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("export_trt", TRT_TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TRT_TOOL = os.path.join(os.path.dirname(__file__), "..", "tools", "export_trt.py")
+
+
 def test_tensorrt_preflight(tiny_bundle, samples, tmp_path):
     import onnx
+    trt = _export_trt_tool()
     path = str(tmp_path / "step.onnx")
     export.export_onnx(tiny_bundle, path, "step", samples=samples)
-    shapes = export.check_onnx_for_tensorrt(path, export.BatchProfile(1, 2, 8))
+    shapes = trt.check_onnx_for_tensorrt(path, trt.BatchProfile(1, 2, 8))
     assert shapes["crop"] == ((1, 32, 32, 1), (2, 32, 32, 1), (8, 32, 32, 1))
     assert shapes["lstm_h"] == ((1, 16), (2, 16), (8, 16))
 
     onnx.save(_onnx_with("NonZero", "batch"), str(tmp_path / "nonzero.onnx"))
     with pytest.raises(ValueError, match="operators TensorRT cannot parse: NonZero"):
-        export.check_onnx_for_tensorrt(str(tmp_path / "nonzero.onnx"))
+        trt.check_onnx_for_tensorrt(str(tmp_path / "nonzero.onnx"))
     onnx.save(_onnx_with("Relu", 1), str(tmp_path / "fixed.onnx"))
     with pytest.raises(ValueError, match="batch dimension is fixed"):
-        export.check_onnx_for_tensorrt(str(tmp_path / "fixed.onnx"))
+        trt.check_onnx_for_tensorrt(str(tmp_path / "fixed.onnx"))
     with pytest.raises(ValueError, match="min <= opt <= max"):
-        export.BatchProfile(4, 2, 8)
+        trt.BatchProfile(4, 2, 8)
 
-    tool = os.path.join(os.path.dirname(__file__), "..", "tools", "export_trt.py")
+    tool = TRT_TOOL
     ok = subprocess.run([sys.executable, tool, "--onnx", path, "--engine", str(tmp_path / "e.engine"), "--check-only"],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "OK for TensorRT" in ok.stdout

@@ -134,5 +134,12 @@ def test_icvl_errors(tmp_path):
         icvl.load_icvl(str(tmp_path), "train")
     bad = tmp_path / "Training" / "Depth" / "seqA" / "image_0000.png"
     cv2.imwrite(str(bad), np.zeros((240, 320), np.uint8))
-    with pytest.raises(DataError, match=r"image_0000.png: image is \(240, 320\) uint8, expected \(240, 320\) uint16"):
+    with pytest.raises(DataError, match=r"image_0000.png: PNG of 8-bit samples, expected 16-bit \(uint16 depth\)"):
+        icvl.read_depth(str(bad))
+    cv2.imwrite(str(bad), np.zeros((120, 320), np.uint16))
+    with pytest.raises(DataError, match=r"image_0000.png: image is \(120, 320\) uint16, expected \(240, 320\) uint16"):
+        icvl.read_depth(str(bad))
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.zeros((240, 320, 3), np.uint8))
+    os.replace(tmp_path / "photo.jpg", bad)  # a JPEG saved under a .png name is not depth
+    with pytest.raises(DataError, match=r"image_0000.png: not a PNG file \(no PNG signature"):
         icvl.read_depth(str(bad))

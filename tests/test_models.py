@@ -23,7 +23,7 @@ def dense(n_in, n_out):
     return n_in * n_out + n_out
 
 
-# The paper's configuration, counted by hand from ARCHITECTURE.md (K = 14, M = 128, L = 8).
+# The paper's configuration, counted by hand from docs/architecture.md (K = 14, M = 128, L = 8).
 K3 = 3 * 14
 DEPTH_TRUNK = conv(3, 1, 32) + conv(3, 32, 64) + conv(3, 64, 128)  # 92,672
 VOL_TRUNK = (conv(3, 8, 32) + conv(1, 32, 32) + conv(3, 32, 64) + conv(1, 64, 64)

@@ -92,7 +92,7 @@ def test_preprocess_frame_bad_input():
     bad[5, 5] = np.inf
     with pytest.raises(DataError, match="x.png: depth contains NaN/inf"):
         preprocess_frame(bad, [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
-    with pytest.raises(DataError, match="x.png: depth dtype bool is not numeric"):
+    with pytest.raises(DataError, match="x.png: depth dtype bool cannot hold depth"):
         preprocess_frame(img > 0, [320, 240, 500], (300,) * 3, NYU_CAMERA, where="x.png")
 
 
@@ -102,7 +102,7 @@ def test_camera_in_metres():
 
 
 def _slice_reference(crop, num_slices):
-    """Straight loops over pixels, as ARCHITECTURE.md states the rule."""
+    """Straight loops over pixels, as docs/architecture.md states the rule."""
     m = crop.shape[0]
     out = np.zeros((m, m, num_slices), np.float32)
     hand = [(i, j) for i in range(m) for j in range(m) if crop[i, j] < 1.0]

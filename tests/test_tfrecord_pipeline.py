@@ -9,7 +9,7 @@ from keras_cadstn.data import make_dataset
 from keras_cadstn.data.nyu import load_nyu
 from keras_cadstn.data.pipeline import DISCRETE_TRANSFORMS, RandomAffine, augment_example, parse_frame
 from keras_cadstn.data.tfrecord import convert_split, read_manifest
-from keras_cadstn.errors import CorruptShardError
+from keras_cadstn.errors import CorruptShardError, DataError
 from keras_cadstn.preprocessing import denormalize_joints, preprocess_frame
 
 from conftest import SMALL
@@ -157,5 +157,5 @@ def test_seeded_pipeline_is_deterministic(synth_records):
 
 
 def test_missing_shards_error():
-    with pytest.raises(FileNotFoundError, match="no TFRecord shards match"):
+    with pytest.raises(DataError, match="no TFRecord shards match"):
         make_dataset("/nonexistent/*.tfrecord")

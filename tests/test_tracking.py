@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from keras_cadstn import export
 from keras_cadstn.camera import NYU_CAMERA, Camera
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS
 from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
@@ -47,8 +48,9 @@ def test_backends_agree(tiny_bundle, frames, tmp_path):
     results = {}
     for backend in ("keras", "tflite", "onnx"):
         path = None if backend == "keras" else str(tmp_path / ("step.tflite" if backend == "tflite" else "step.onnx"))
-        tracker = HandTracker(tiny_bundle, backend=backend, model_path=path)  # exported (and verified) on first use
-        assert path is None or (tmp_path / path.split("/")[-1]).is_file()
+        if path:
+            assert export.export_step(tiny_bundle, backend, path=path) == path  # exported and verified
+        tracker = HandTracker(tiny_bundle, backend=backend, model_path=path)
         results[backend] = np.asarray([tracker.update(d).joints_mm for d, _ in frames])
     np.testing.assert_allclose(results["tflite"], results["keras"], atol=0.01)
     np.testing.assert_allclose(results["onnx"], results["keras"], atol=0.01)
@@ -101,8 +103,12 @@ def test_bad_frames_raise_clear_errors(tiny_bundle):
     tracker = HandTracker(tiny_bundle)
     with pytest.raises(DataError, match=r"frame 0: depth image has shape \(240, 320\), expected \(480, 640\)"):
         tracker.update(np.zeros((240, 320), np.uint16))
-    with pytest.raises(DataError, match="dtype bool is not numeric"):
+    with pytest.raises(DataError, match="dtype bool cannot hold depth"):
         tracker.update(np.zeros((480, 640), bool))
+    with pytest.raises(DataError, match="dtype uint8 cannot hold depth.*8-bit images are visualisations"):
+        tracker.update(np.full((480, 640), 200, np.uint8))
+    with pytest.raises(DataError, match=r"frame \d+: center_uvd must be 3 finite numbers"):
+        tracker.update(np.zeros((480, 640), np.uint16), center_uvd=[320.0, 240.0])
     nan = np.full((480, 640), 700.0, np.float32)
     nan[10, 10] = np.nan
     with pytest.raises(DataError, match="NaN"):
@@ -139,7 +145,7 @@ def test_another_camera_in_metres_is_a_setting_not_a_code_change(tiny_bundle):
         HandTracker(tiny_bundle).update((seq_m[0][0] / 1000.0).astype(np.float32))
 
 
-def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path, capsys):
+def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path, capsys, monkeypatch):
     import importlib.util
     import os
     import shutil
@@ -149,7 +155,9 @@ def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path
     spec = importlib.util.spec_from_file_location("track_sequence", example)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    bundle = shutil.copytree(tiny_bundle.path, tmp_path / "bundle")  # the TFLite step is exported into it
+    bundle = shutil.copytree(tiny_bundle.path, tmp_path / "bundle")
+    before = sorted(os.listdir(bundle))
+    monkeypatch.setenv("KERAS_CADSTN_CACHE", str(tmp_path / "cache"))
 
     strip = tmp_path / "strip.png"
     assert module.main(["--bundle", str(bundle), "--frames", "6", "--every", "2", "--backend", "tflite",
@@ -157,7 +165,8 @@ def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path
     assert "6 frames, hand found in 6; centre: localiser; backend tflite dynamic_int8" in capsys.readouterr().out
     image = cv2.imread(str(strip))
     assert image.shape[1] == 3 * image.shape[0]  # frames 0, 2, 4 side by side, square panels
-    assert (bundle / "exports" / "step_dynamic_int8.tflite").is_file()
+    assert sorted(os.listdir(bundle)) == before  # the bundle may be read-only: exports go to the cache
+    assert len(list((tmp_path / "cache" / "exports").glob("*/step_dynamic_int8.tflite"))) == 1
 
     video = tmp_path / "track.avi"
     assert module.main(["--bundle", str(bundle), "--frames", "4", "--centre", "labelled", "--out", str(video)]) == 0

@@ -3,16 +3,76 @@
     python tools/export_trt.py --onnx exports/step.onnx --engine step_fp16.engine --precision fp16 \
         --bundle bundle --max-batch 8 [--calibration records/test/*.tfrecord]   # int8 needs calibration
 
-TF-TRT is gone from TensorFlow's pip builds (STACK.md), so the route is ONNX -> the TensorRT builder
+TF-TRT is gone from TensorFlow's pip builds (docs/stack.md), so the route is ONNX -> the TensorRT builder
 API. Before anything needs a GPU the ONNX graph is checked (TensorRT-parsable operators, dynamic
 batch, static inner shapes, the profile); without TensorRT or a GPU the tool stops there with a
 clear message and exit code 3.
 """
 import argparse
+import dataclasses
 import os
 import sys
 
 NO_GPU_EXIT = 3
+
+# Operators the ONNX-TensorRT parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.4, the
+# oldest we target: JetPack 5). Conservative: newer TensorRT supports more, never fewer.
+TENSORRT_OPS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil
+Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
+DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
+GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GRU
+HardSigmoid Identity If ImageScaler InstanceNormalization IsNaN LeakyRelu Less LessOrEqual Log
+LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean Min Mul Neg Not Or Pad
+ParametricSoftplus Pow PRelu QuantizeLinear RandomUniform RandomUniformLike Range ReduceL1 ReduceL2
+ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu
+Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
+Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
+Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where Xor
+""".split())
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchProfile:
+    """A TensorRT optimisation profile over the batch dimension (inner shapes are static)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 8
+
+    def __post_init__(self):
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+
+
+def check_onnx_for_tensorrt(path: str, profile: BatchProfile = BatchProfile()) -> dict:
+    """What can be checked without a GPU before building an engine: every operator is one the
+    TensorRT parser supports, every input has a dynamic batch and static inner dimensions, and the
+    profile fits. Returns {input name: (min, opt, max) shapes}; raises ValueError listing problems."""
+    import onnx
+    model = onnx.load(path)
+    problems = []
+    bad_ops = sorted({n.op_type for n in model.graph.node} - TENSORRT_OPS)
+    if bad_ops:
+        problems.append(f"operators TensorRT cannot parse: {', '.join(bad_ops)}")
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 17:
+        problems.append(f"opset {opset} < 17")
+    initializers = {i.name for i in model.graph.initializer}
+    shapes = {}
+    for inp in model.graph.input:
+        if inp.name in initializers:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        inner = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+        if not dims or dims[0].HasField("dim_value"):
+            problems.append(f"input {inp.name}: batch dimension is fixed; the profile needs it dynamic")
+        if any(d is None or d <= 0 for d in inner):
+            problems.append(f"input {inp.name}: inner dimensions {inner} must all be static")
+        shapes[inp.name] = tuple((b,) + tuple(inner) for b in (profile.min, profile.opt, profile.max))
+    if problems:
+        raise ValueError(f"{path}: not ready for TensorRT:\n  " + "\n  ".join(problems))
+    return shapes
 
 
 def gpu_available() -> str | None:
@@ -120,7 +180,6 @@ def main(argv=None):
     p.add_argument("--check-only", action="store_true", help="run the checks that need no GPU, then stop")
     args = p.parse_args(argv)
 
-    from keras_cadstn.export import BatchProfile, check_onnx_for_tensorrt
     if not os.path.isfile(args.onnx):
         print(f"export_trt: error: {args.onnx} does not exist (make it with `cadstn export`)", file=sys.stderr)
         return 2
@@ -145,7 +204,8 @@ def main(argv=None):
     calibrator = None
     if args.precision == "int8":
         from keras_cadstn.bundle import load_bundle
-        from keras_cadstn.export import keras_artifact_model, representative_inputs, sample_clips
+        from keras_cadstn.export import keras_artifact_model, representative_inputs
+        from keras_cadstn.runtime import sample_clips
         bundle = load_bundle(args.bundle)
         which = "step" if "lstm_h" in shapes else "spatial"
         samples = sample_clips(bundle, num_clips=32, records=args.calibration)

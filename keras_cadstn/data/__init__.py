@@ -1,11 +1,18 @@
 """Data: importers (NYU, ICVL), synthetic hands, TFRecord shards and tf.data pipelines."""
-from keras_cadstn.data.frames import DATASETS, ICVL, NYU, DatasetSpec, DatasetSplit, Frame, get_spec
+from keras_cadstn.data.frames import DATASETS, ICVL, NYU, DatasetSpec, DatasetSplit, Frame, get_spec, hold_out
 
 
 def make_dataset(*args, **kwargs):
     """See ``keras_cadstn.data.pipeline.make_dataset`` (imported lazily: it loads TensorFlow)."""
     from keras_cadstn.data.pipeline import make_dataset as _make
     return _make(*args, **kwargs)
+
+
+def __getattr__(name):
+    if name == "InputConfig":  # lazily, like make_dataset
+        from keras_cadstn.data.pipeline import InputConfig
+        return InputConfig
+    raise AttributeError(f"module 'keras_cadstn.data' has no attribute {name!r}")
 
 
 def load_split(dataset: str, root: str, split: str) -> DatasetSplit:
@@ -16,8 +23,9 @@ def load_split(dataset: str, root: str, split: str) -> DatasetSplit:
     if dataset == "icvl":
         from keras_cadstn.data.icvl import load_icvl
         return load_icvl(root, split)
-    raise ValueError(f"unknown dataset {dataset!r}; expected 'nyu' or 'icvl'")
+    from keras_cadstn.errors import ConfigError
+    raise ConfigError(f"unknown dataset {dataset!r}; expected 'nyu' or 'icvl'")
 
 
-__all__ = ["DATASETS", "ICVL", "NYU", "DatasetSpec", "DatasetSplit", "Frame", "get_spec",
-           "make_dataset", "load_split"]
+__all__ = ["DATASETS", "ICVL", "NYU", "DatasetSpec", "DatasetSplit", "Frame", "get_spec", "hold_out",
+           "InputConfig", "make_dataset", "load_split"]

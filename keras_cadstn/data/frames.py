@@ -19,6 +19,14 @@ class DatasetSpec:
     joint_names: tuple
     reference_joint: int  # index (in joint_names) of the joint the hand crop is centred on
 
+    def __post_init__(self):
+        from keras_cadstn.errors import ConfigError
+        from keras_cadstn.preprocessing import check_cube
+        check_cube(self.cube)
+        if not 0 <= int(self.reference_joint) < len(self.joint_names):
+            raise ConfigError(f"{self.name}: reference joint {self.reference_joint} is not one of the "
+                              f"{len(self.joint_names)} joints")
+
     @property
     def num_joints(self) -> int:
         return len(self.joint_names)
@@ -31,6 +39,10 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetSpec":
+        from keras_cadstn.errors import DataError
+        missing = [k for k in ("name", "camera", "cube", "joint_names", "reference_joint") if k not in d]
+        if missing:
+            raise DataError(f"dataset spec lacks {missing}")
         return cls(name=d["name"], camera=Camera.from_dict(d["camera"]), cube=tuple(d["cube"]),
                    joint_names=tuple(d["joint_names"]), reference_joint=int(d["reference_joint"]))
 
@@ -70,6 +82,7 @@ class Frame:
     sequence_id: int
     frame_index: int  # position in the split
     cube: tuple  # mm, this frame's cube (NYU's second test subject uses a smaller one)
+    occlusion: float = 0.0  # fraction of the hand hidden or missing, where the data set says (synthetic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +100,28 @@ class DatasetSplit:
     @property
     def num_sequences(self) -> int:
         return len({f.sequence_id for f in self.frames})
+
+
+def hold_out(split: DatasetSplit, sequences: int | None = None, fraction: float = 0.1) -> tuple:
+    """(train, validation): the last ``sequences`` whole sequences of a training split, or (None)
+    the last ``fraction`` of its frames (NYU's training set is one long sequence: its tail is held
+    out as a contiguous block, so no validation frame has a neighbour in training but one)."""
+    from keras_cadstn.errors import ConfigError
+    ids = sorted({f.sequence_id for f in split.frames})
+    if sequences is not None:
+        if not 1 <= sequences < len(ids):
+            raise ConfigError(f"{split.split}: cannot hold out {sequences} of its {len(ids)} sequences "
+                              f"(at least one must stay for training)")
+        held = set(ids[-sequences:])
+        cut = [f.sequence_id in held for f in split.frames]
+    else:
+        if not 0 < fraction < 1:
+            raise ConfigError(f"fraction must lie in (0, 1), got {fraction}")
+        n_val = max(1, int(round(len(split.frames) * fraction)))
+        cut = [i >= len(split.frames) - n_val for i in range(len(split.frames))]
+    train = [f for f, c in zip(split.frames, cut) if not c]
+    val = [f for f, c in zip(split.frames, cut) if c]
+    return (dataclasses.replace(split, frames=train), dataclasses.replace(split, split="val", frames=val))
 
 
 def check_labels(joints_uvd: np.ndarray, camera: Camera, where: Callable[[int], str]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from keras_cadstn.data.frames import NYU, NYU_EVAL_JOINTS, DatasetSplit, Frame, check_labels
 from keras_cadstn.data.png import read_png, write_png_atomic
+from keras_cadstn import atomic
 from keras_cadstn.errors import DataError
 
 NUM_LABELLED_JOINTS = 36
@@ -24,6 +25,7 @@ NUM_KINECTS = 3
 # The real test split: subject 1 then subject 2 from frame 2441 (index 2440), whose hand is smaller.
 NYU_TEST_FRAMES, NYU_TEST_SUBJECT2_START, NYU_TEST_SUBJECT2_CUBE_SCALE = 8252, 2440, 0.83
 SEQUENCE_STARTS_FILE = "sequence_starts.txt"
+OCCLUSION_FILE = "occlusion.txt"  # ours: per-frame fraction of the hand lost (synthetic data writes it)
 
 
 def depth_path(split_dir: str, index: int, kinect: int = 1) -> str:
@@ -75,6 +77,20 @@ def _sequence_starts(split_dir: str, split: str, n: int) -> list:
     return [0]
 
 
+def _occlusion(split_dir: str, n: int) -> np.ndarray:
+    """Per-frame occlusion fractions from ``occlusion.txt`` if present, else zeros."""
+    path = os.path.join(split_dir, OCCLUSION_FILE)
+    if not os.path.isfile(path):
+        return np.zeros(n)
+    try:
+        values = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    except ValueError as e:
+        raise DataError(f"{path}: expected one number per frame ({e})") from None
+    if values.shape != (n,) or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise DataError(f"{path}: expected {n} fractions in [0, 1], one per frame; got {values.size} values")
+    return values
+
+
 def load_nyu(root: str, split: str = "train", kinect: int = 1) -> DatasetSplit:
     """Read one NYU split: frames in order with sequence ids, the 14 evaluated joints."""
     split_dir = os.path.join(root, split)
@@ -105,28 +121,30 @@ def load_nyu(root: str, split: str = "train", kinect: int = 1) -> DatasetSplit:
     xyz = NYU.camera.uvd_to_xyz(uvd)
     starts = _sequence_starts(split_dir, split, n)
     seq_ids = np.searchsorted(starts, np.arange(n), side="right") - 1
+    occlusion = _occlusion(split_dir, n)
     frames = []
     for i in range(n):
         cube = NYU.cube
         if split == "test" and n == NYU_TEST_FRAMES and i >= NYU_TEST_SUBJECT2_START:
             cube = tuple(c * NYU_TEST_SUBJECT2_CUBE_SCALE for c in NYU.cube)
         frames.append(Frame(path=depth_path(split_dir, i, kinect), joints_uvd=uvd[i], joints_xyz=xyz[i],
-                            sequence_id=int(seq_ids[i]), frame_index=i, cube=cube))
+                            sequence_id=int(seq_ids[i]), frame_index=i, cube=cube, occlusion=float(occlusion[i])))
     return DatasetSplit(spec=NYU, split=split, frames=frames, read_depth=read_depth)
 
 
-def write_labels(split_dir: str, joints_uvd_36: np.ndarray, sequence_starts=None) -> None:
-    """Write ``joint_data.mat`` (all kinects get the same labels) and, optionally, sequence starts."""
+def write_labels(split_dir: str, joints_uvd_36: np.ndarray, sequence_starts=None, occlusion=None) -> None:
+    """Write ``joint_data.mat`` (all kinects get the same labels) and, optionally, sequence starts
+    and per-frame occlusion fractions."""
     import scipy.io
 
     uvd = np.asarray(joints_uvd_36, dtype=np.float64)
     xyz = NYU.camera.uvd_to_xyz(uvd)
     xyz[..., 1] *= -1.0  # the file's joint_xyz has y pointing up
     stack = lambda a: np.repeat(a[None], NUM_KINECTS, axis=0)  # noqa: E731
-    tmp = os.path.join(split_dir, "joint_data.mat.tmp")
-    with open(tmp, "wb") as f:
+    if sequence_starts is not None:  # before the labels: a folder with joint_data.mat is complete
+        atomic.write_text(os.path.join(split_dir, SEQUENCE_STARTS_FILE),
+                          "\n".join(str(int(s)) for s in sequence_starts) + "\n")
+    if occlusion is not None:
+        atomic.write_text(os.path.join(split_dir, OCCLUSION_FILE), "".join(f"{v:.4f}\n" for v in occlusion))
+    with atomic.atomic_path(os.path.join(split_dir, "joint_data.mat")) as tmp, open(tmp, "wb") as f:
         scipy.io.savemat(f, {"joint_uvd": stack(uvd), "joint_xyz": stack(xyz)})
-    os.replace(tmp, os.path.join(split_dir, "joint_data.mat"))
-    if sequence_starts is not None:
-        with open(os.path.join(split_dir, SEQUENCE_STARTS_FILE), "w") as f:
-            f.write("\n".join(str(int(s)) for s in sequence_starts) + "\n")

@@ -14,6 +14,7 @@ import os
 import tensorflow as tf
 
 from keras_cadstn.data import tfrecord
+from keras_cadstn.errors import ConfigError, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # The paper's NYU augmentation: identity, rot90 (CCW), rot -90, rot180, horizontal flip, vertical
@@ -31,26 +32,39 @@ class RandomAffine:
     max_shift: float = 0.0
 
 
-def _feature_spec(image_size: int, num_joints: int) -> dict:
-    f = tf.io.FixedLenFeature
-    return {"crop": f([], tf.string), "joints": f([num_joints * 3], tf.float32),
-            "joints_xyz": f([num_joints * 3], tf.float32), "center_xyz": f([3], tf.float32),
-            "center_uvd": f([3], tf.float32), "cube": f([3], tf.float32),
-            "transform": f([9], tf.float32), "camera": f([4], tf.float32),
-            "sequence_id": f([], tf.int64), "frame_index": f([], tf.int64)}
+def feature_spec(num_joints: int) -> dict:
+    """tf.io parsing spec of one record, from the schema in ``tfrecord.FIELDS``."""
+    types = {"bytes": tf.string, "float": tf.float32, "int": tf.int64}
+    spec = {}
+    for name, (kind, _) in tfrecord.FIELDS.items():
+        shape = [] if kind in ("bytes", "int") else [tfrecord.field_size(name, num_joints)]
+        spec[name] = tf.io.FixedLenFeature(shape, types[kind], default_value=tfrecord.DEFAULTS.get(name))
+    return spec
 
 
-def parse_frame(serialized, image_size: int, num_joints: int) -> dict:
-    """One serialised record -> dict of tensors; crop (M, M, 1) float32, joints (K, 3)."""
-    ex = tf.io.parse_single_example(serialized, _feature_spec(image_size, num_joints))
-    crop = tf.io.decode_raw(ex["crop"], tf.float16)
+def parse_frame(serialized, image_size: int, num_joints: int, crop_dtype: str = tfrecord.CROP_DTYPE,
+                source="") -> dict:
+    """One serialised record -> dict of tensors; crop (M, M, 1) float32, joints (K, 3).
+
+    A crop or label that is not finite, or a crop outside [-1, 1] (what the pre-processing writes),
+    stops the pipeline with an error naming ``source`` (the shard) and the frame.
+    """
+    ex = tf.io.parse_single_example(serialized, feature_spec(num_joints))
+    crop = tf.io.decode_raw(ex["crop"], tf.as_dtype(crop_dtype))
     tf.debugging.assert_equal(tf.size(crop), image_size * image_size,
                               message=f"record's crop is not {image_size}x{image_size}")
-    ex["crop"] = tf.reshape(tf.cast(crop, tf.float32), [image_size, image_size, 1])
+    crop = tf.cast(crop, tf.float32)
+    sane = tf.reduce_all(tf.abs(crop) <= 1.001) & tf.reduce_all(tf.math.is_finite(ex["joints"]))
+    with tf.control_dependencies([tf.debugging.Assert(sane, [BAD_RECORD, source, "frame", ex["frame_index"]])]):
+        ex["crop"] = tf.reshape(crop, [image_size, image_size, 1])
+    ex["occlusion"] = ex["occlusion"][0]
     ex["joints"] = tf.reshape(ex["joints"], [num_joints, 3])
     ex["joints_xyz"] = tf.reshape(ex["joints_xyz"], [num_joints, 3])
     ex["transform"] = tf.reshape(ex["transform"], [3, 3])
     return ex
+
+
+BAD_RECORD = "record with NaN/inf or out-of-range values (crops must lie in [-1, 1]):"
 
 
 def transform_joints(ex: dict, matrix, shift, image_size: int):
@@ -141,71 +155,97 @@ def _windows(ds, seq_len: int, shift: int):
 def list_shards(pattern: str) -> list:
     files = sorted(glob.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no TFRecord shards match {pattern!r}")
+        raise DataError(f"no TFRecord shards match {pattern!r}")
     return files
 
 
-def make_dataset(pattern: str, mode: str = "frames", seq_len: int = 16, batch_size: int = 128,
-                 augment: bool = False, random_affine: RandomAffine | None = None,
-                 shuffle: bool = False, shuffle_buffer: int = 2048, seed: int | None = None,
-                 window_shift: int | None = None, repeat: bool = False, cache: bool = False,
-                 drop_remainder: bool = False, output_names=None, include_meta: bool = False,
-                 on_corrupt: str = "raise", verify_checksums: bool = True):
-    """Stream pre-processed shards as ``(crops, joints)`` (or ``(crops, joints, meta)``).
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """How ``make_dataset`` streams a split.
 
     mode='frames': crops (B, M, M, 1), joints (B, 3K). mode='sequences': windows of ``seq_len``
     consecutive frames of one sequence, (B, T, M, M, 1) and (B, T, 3K); ``window_shift`` frames
     between window starts (default seq_len: non-overlapping). ``output_names`` turns the target into
-    a dict with the same joints under each name (for multi-output models). ``include_meta`` adds
-    centre/cube/joints_xyz/ids for mapping predictions back to mm. Without ``shuffle`` frames come in
-    recorded order; with it, shards are interleaved. The dataset is deterministic for a given
-    ``seed`` and starts from the file list, so tf.distribute's FILE auto-shard policy applies.
+    a dict with the same joints under each name (multi-output models). ``include_meta`` adds centre,
+    cube, joints in mm, ids and occlusion for mapping predictions back to mm and splitting results.
+    Without ``shuffle`` frames come in recorded order; with it, shards are interleaved.
     """
-    if mode not in ("frames", "sequences"):
-        raise ValueError(f"mode must be 'frames' or 'sequences', got {mode!r}")
+
+    mode: str = "frames"
+    seq_len: int = 16
+    batch_size: int = 128
+    augment: bool = False  # the paper's rot/flip augmentation
+    random_affine: RandomAffine | None = None
+    shuffle: bool = False
+    shuffle_buffer: int = 2048
+    seed: int = 0
+    window_shift: int | None = None
+    repeat: bool = False
+    cache: bool = False
+    drop_remainder: bool = False
+    output_names: tuple | None = None
+    include_meta: bool = False
+    on_corrupt: str = "raise"  # or "skip": read what is intact of a damaged shard
+    verify_checksums: bool = True
+
+    def __post_init__(self):
+        if self.mode not in ("frames", "sequences"):
+            raise ConfigError(f"mode must be 'frames' or 'sequences', got {self.mode!r}")
+        for name in ("seq_len", "batch_size", "shuffle_buffer"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.on_corrupt not in ("raise", "skip"):
+            raise ConfigError(f"on_corrupt must be 'raise' or 'skip', got {self.on_corrupt!r}")
+
+
+def make_dataset(pattern: str, config: InputConfig | None = None, **changes):
+    """Stream pre-processed shards as ``(crops, joints)`` (or ``(crops, joints, meta)``); see
+    ``InputConfig`` (``changes`` replace its fields). The dataset is deterministic for a given seed
+    and starts from the file list, so tf.distribute's FILE auto-shard policy applies. Refuses an
+    unfinished conversion and shards that fail their checksum.
+    """
+    cfg = dataclasses.replace(config or InputConfig(), **changes)
     files = list_shards(pattern)
     directory = os.path.dirname(files[0])
-    manifest = tfrecord.read_manifest(directory)
+    manifest = tfrecord.read_manifest(directory, require_complete=True)
     size, k = int(manifest["image_size"]), int(manifest["num_joints"])
-    tfrecord.check_shards(files, directory, on_corrupt, checksum=verify_checksums)
-    seed = 0 if seed is None else int(seed)
+    crop_dtype = manifest.get("crop_dtype", tfrecord.CROP_DTYPE)
+    tfrecord.check_shards(files, directory, cfg.on_corrupt, checksum=cfg.verify_checksums)
+    seq_len = cfg.seq_len
 
     def per_file(path):
         ds = tf.data.TFRecordDataset(path)
-        if on_corrupt == "skip":
+        if cfg.on_corrupt == "skip":
             ds = ds.ignore_errors()
-        ds = ds.map(lambda s: parse_frame(s, size, k))
-        return _windows(ds, seq_len, window_shift or seq_len) if mode == "sequences" else ds
+        ds = ds.map(lambda s: parse_frame(s, size, k, crop_dtype, path))
+        return _windows(ds, seq_len, cfg.window_shift or seq_len) if cfg.mode == "sequences" else ds
 
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if shuffle:  # mix shards for training
+    if cfg.shuffle:  # mix shards for training
+        ds = ds.shuffle(len(files), seed=cfg.seed, reshuffle_each_iteration=True)
         ds = ds.interleave(per_file, cycle_length=min(len(files), 4), num_parallel_calls=AUTOTUNE,
                            deterministic=True)
     else:  # keep the recorded frame order (evaluation: predictions in test order)
         ds = ds.flat_map(per_file)
-    if cache:
+    if cfg.cache:
         ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer if mode == "frames" else max(shuffle_buffer // seq_len, 8),
-                        seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    if cfg.shuffle:
+        ds = ds.shuffle(cfg.shuffle_buffer if cfg.mode == "frames" else max(cfg.shuffle_buffer // seq_len, 8),
+                        seed=cfg.seed, reshuffle_each_iteration=True)
+    if cfg.repeat:
         ds = ds.repeat()
-    if augment or random_affine is not None:
-        rng = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if cfg.augment or cfg.random_affine is not None:
+        rng = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, rng)).map(
-            lambda ex, s: augment_example(ex, s, size, paper=augment, affine=random_affine),
+            lambda ex, s: augment_example(ex, s, size, paper=cfg.augment, affine=cfg.random_affine),
             num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def to_model(ex):
         joints = tf.reshape(ex["joints"], tf.concat([tf.shape(ex["joints"])[:-2], [3 * k]], 0))
-        target = {name: joints for name in output_names} if output_names else joints
-        if include_meta:
-            meta = {n: ex[n] for n in ("joints_xyz", "center_xyz", "center_uvd", "cube", "transform",
-                                       "camera", "sequence_id", "frame_index")}
-            return ex["crop"], target, meta
+        target = {name: joints for name in cfg.output_names} if cfg.output_names else joints
+        if cfg.include_meta:
+            return ex["crop"], target, {n: ex[n] for n in tfrecord.META_FIELDS}
         return ex["crop"], target
 
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.map(to_model, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

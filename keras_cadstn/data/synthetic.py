@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from keras_cadstn.camera import NYU_CAMERA, Camera
+from keras_cadstn.data.frames import NYU_EVAL_JOINTS
 
 # Finger order as in NYU's labels: pinky, ring, middle, index (then thumb, then palm).
 FINGERS = ("pinky", "ring", "middle", "index")
@@ -46,6 +47,14 @@ class SynthConfig:
     edge_dropout: float = 0.5
     random_dropout: float = 0.01
     fps: float = 30.0
+    # What single frames cannot resolve and past frames can (ours, for the temporal network):
+    # objects passing between camera and hand, bursts of missing depth over part of the hand,
+    # fingers closer than the sensor's near limit, and faster motion in some sequences.
+    events: bool = False
+    occluders_per_100_frames: float = 1.0  # each 8-40 frames, 60-200 mm in front of the palm
+    dropout_bursts_per_100_frames: float = 1.5  # each 2-10 frames, a disc of 15-35 mm over a joint
+    near_limit_per_100_frames: float = 0.5  # each 10-30 frames, depth nearer than palm - 30 mm lost
+    speeds: tuple = (1.0, 1.0, 2.0, 3.0)  # motion speed of a sequence, drawn once
 
 
 def _rotation(roll, yaw, pitch):
@@ -209,8 +218,45 @@ def sensor_effects(depth: np.ndarray, background: np.ndarray, box, rng: np.rando
     return depth
 
 
+@dataclasses.dataclass(frozen=True)
+class ContextEvent:
+    kind: str  # "occluder" | "dropout" | "near_limit"
+    start: int
+    length: int
+    params: tuple = ()
+
+    def active(self, frame: int) -> bool:
+        return self.start <= frame < self.start + self.length
+
+    def progress(self, frame: int) -> float:
+        return (frame - self.start) / max(self.length - 1, 1)
+
+
+def draw_events(rng: np.random.Generator, config: SynthConfig, horizon: int = 4096) -> list:
+    """A sequence's context events over its first ``horizon`` frames (Poisson arrivals)."""
+    events = []
+    for kind, rate, lengths in (("occluder", config.occluders_per_100_frames, (8, 40)),
+                                ("dropout", config.dropout_bursts_per_100_frames, (2, 10)),
+                                ("near_limit", config.near_limit_per_100_frames, (10, 30))):
+        for _ in range(rng.poisson(rate * horizon / 100.0)):
+            start, length = int(rng.integers(0, horizon)), int(rng.integers(lengths[0], lengths[1] + 1))
+            if kind == "occluder":  # depth in front of the palm, radius, path angle, offset, joint-free
+                params = (rng.uniform(60, 200), rng.uniform(25, 45), rng.uniform(0, np.pi), rng.uniform(-30, 30))
+            elif kind == "dropout":  # which joint, radius (mm)
+                params = (int(rng.integers(0, 36)), rng.uniform(15, 35))
+            else:
+                params = (30.0,)
+            events.append(ContextEvent(kind, start, length, params))
+    return events
+
+
 class SequenceRenderer:
-    """Renders one seeded sequence frame by frame: (depth mm (H, W) float32, 36 joints xyz mm)."""
+    """Renders one seeded sequence frame by frame: (depth mm (H, W) float32, 36 joints xyz mm).
+
+    With ``config.events`` the sequence also has context events (``draw_events``);
+    ``last_occlusion`` is then the fraction of the hand's pixels (inside its crop box) that the last
+    rendered frame lost to an occluder, a drop-out burst or the near limit.
+    """
 
     def __init__(self, seed: int, config: SynthConfig = SynthConfig()):
         self.config = config
@@ -222,20 +268,62 @@ class SequenceRenderer:
         wall = self.rng.uniform(*config.wall_depth)
         tilt = self.rng.uniform(-0.3, 0.3, 2)
         self.background = np.rint(wall + tilt[0] * (uu - cam.cx) + tilt[1] * (vv - cam.cy)).astype(np.float32)
+        # events from their own stream, so the same seed renders the same hand with or without them
+        events_rng = np.random.default_rng([seed, 1])
+        self.speed = float(events_rng.choice(config.speeds)) if config.events else 1.0
+        self.events = draw_events(events_rng, config) if config.events else []
+        self.last_occlusion = 0.0
+
+    def _occluder(self, event: ContextEvent, frame: int, palm: np.ndarray):
+        """Sphere centres and radii of an object crossing the palm's line of sight."""
+        depth_ahead, radius, angle, offset = event.params
+        direction = np.array([np.cos(angle), np.sin(angle), 0.0])
+        side = np.array([-np.sin(angle), np.cos(angle), 0.0])
+        travel = (event.progress(frame) - 0.5) * 320.0  # mm, from one side of the hand to the other
+        centre = palm + direction * travel + side * offset - np.array([0.0, 0.0, depth_ahead])
+        centres = centre + np.outer(np.linspace(-1.2, 1.2, 4), side) * radius  # a short capsule
+        return centres, np.full(len(centres), radius)
 
     def render(self, frame: int):
-        p = self.motion.params(frame)
+        p = self.motion.params(frame * self.speed)
         joints, centres, radii = self.hand.pose(p)
         rot = _rotation(p["roll"], p["yaw"], p["pitch"])
         joints = joints @ rot.T + p["translation"]
         centres = centres @ rot.T + p["translation"]
-        depth = render_depth(centres, radii, self.config.camera, self.background)
         cam = self.config.camera
+        depth = render_depth(centres, radii, cam, self.background)
         uvd = cam.xyz_to_uvd(joints)
         margin = 160.0 * cam.fx / p["translation"][2]
         box = (max(int(uvd[32, 1] - margin), 0), min(int(uvd[32, 1] + margin), cam.height),
                max(int(uvd[32, 0] - margin), 0), min(int(uvd[32, 0] + margin), cam.width))
-        return sensor_effects(depth, self.background, box, self.rng, self.config), joints
+        active = [e for e in self.events if e.active(frame)]
+        hand_only = depth.copy() if active else None
+        for e in active:
+            if e.kind == "occluder":
+                oc, orad = self._occluder(e, frame, joints[32])
+                np.minimum(depth, render_depth(oc, orad, cam, np.full_like(depth, np.inf)), out=depth)
+        depth = sensor_effects(depth, self.background, box, self.rng, self.config)
+        for e in active:
+            if e.kind == "dropout":
+                joint, radius_mm = e.params
+                u, v, d = uvd[joint]
+                r = radius_mm * cam.fx / d
+                vv, uu = np.ogrid[0:cam.height, 0:cam.width]
+                depth[((uu - u) ** 2 + (vv - v) ** 2 <= r * r) & (depth < self.background - 1.0)] = 0.0
+            elif e.kind == "near_limit":
+                depth[(depth > 0) & (depth < joints[32, 2] - e.params[0])] = 0.0
+        self.last_occlusion = self._occlusion(hand_only, depth, box) if active else 0.0
+        return depth, joints
+
+    def _occlusion(self, hand_only, depth, box) -> float:
+        v0, v1, u0, u1 = box
+        hand = hand_only[v0:v1, u0:u1] < self.background[v0:v1, u0:u1] - 1.0
+        if not hand.any():
+            return 0.0
+        seen = depth[v0:v1, u0:u1]
+        lost = hand & ((seen == 0) | (seen < hand_only[v0:v1, u0:u1] - 10.0))
+        # the sensor's own random drop-outs are not occlusion: count only what the events removed
+        return float(max(lost.sum() / hand.sum() - self.config.random_dropout - 0.02, 0.0))
 
 
 def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequences: int = 4,
@@ -243,6 +331,8 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
                         progress: bool = True) -> dict:
     """Write ``<out>/train`` and ``<out>/test`` in the NYU format; returns frame counts.
 
+    Besides NYU's files each split gets ``sequence_starts.txt`` and ``occlusion.txt`` (the fraction
+    of the hand lost per frame; all 0 without ``config.events``), which the NYU importer reads.
     Seeded and deterministic. Resumable: a PNG already present is kept (PNGs are written atomically),
     and the labels are written last, so a folder with ``joint_data.mat`` is complete.
     """
@@ -255,6 +345,7 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
         os.makedirs(split_dir, exist_ok=True)
         n = frames_per_sequence * len(seqs)
         joints_uvd = np.zeros((n, 36, 3))
+        occlusion = np.zeros(n)
         bar = _progress(n, f"synth {split}", progress)
         for k, seq in enumerate(seqs):
             renderer = SequenceRenderer(seed * 1000 + seq, config)
@@ -262,12 +353,13 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
                 i = k * frames_per_sequence + t
                 depth, joints = renderer.render(t)  # rendered even when the PNG exists: keeps the RNG in step
                 joints_uvd[i] = config.camera.xyz_to_uvd(joints)
+                occlusion[i] = renderer.last_occlusion
                 path = nyu.depth_path(split_dir, i)
                 if not os.path.isfile(path):
                     nyu.write_depth(path, depth / config.camera.depth_unit_mm)
                 bar.update(1)
         bar.close()
-        nyu.write_labels(split_dir, joints_uvd, [k * frames_per_sequence for k in range(len(seqs))])
+        nyu.write_labels(split_dir, joints_uvd, [k * frames_per_sequence for k in range(len(seqs))], occlusion)
         counts[split] = n
     return counts
 
@@ -275,3 +367,27 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
 def _progress(total, desc, enabled):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled)
+
+
+# The synthetic skeleton is NYU's 36-joint layout; these pick each dataset's evaluated joints from it.
+# ICVL: palm, then thumb, index, middle, ring, pinky as (root = MCP, mid = PIP / thumb IP, tip).
+_NYU36_FINGER = {"pinky": 0, "ring": 6, "middle": 12, "index": 18}  # tip, ., DIP, PIP, ., MCP
+LAYOUT_FROM_NYU36 = {
+    "nyu": NYU_EVAL_JOINTS,
+    "icvl": (32, 27, 25, 24) + tuple(_NYU36_FINGER[f] + i for f in ("index", "middle", "ring", "pinky")
+                                      for i in (5, 3, 0)),
+}
+
+
+def render_reference_frames(spec, num_frames: int, seed: int = 0, config: SynthConfig | None = None):
+    """Yield ``(depth_mm (H, W), joints_xyz (K, 3) in spec's joint layout, reference uvd)`` of one
+    synthetic sequence seen through ``spec.camera``: what exports, the tracker examples and the
+    benchmarks feed when no recorded data is given."""
+    if spec.name not in LAYOUT_FROM_NYU36:
+        raise ValueError(f"no synthetic joint layout for dataset {spec.name!r}; known: {sorted(LAYOUT_FROM_NYU36)}")
+    layout = list(LAYOUT_FROM_NYU36[spec.name])
+    renderer = SequenceRenderer(seed, config or SynthConfig(camera=spec.camera))
+    for t in range(num_frames):
+        depth_mm, joints36 = renderer.render(t)
+        joints = joints36[layout]
+        yield depth_mm, joints, spec.camera.xyz_to_uvd(joints[spec.reference_joint])

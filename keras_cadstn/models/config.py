@@ -1,4 +1,4 @@
-"""The networks' hyper-parameters in one dataclass; defaults are the paper's (ARCHITECTURE.md)."""
+"""The networks' hyper-parameters in one dataclass; defaults are the paper's (docs/architecture.md)."""
 from __future__ import annotations
 
 import dataclasses

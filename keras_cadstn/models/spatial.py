@@ -1,4 +1,4 @@
-"""Spatial Network: Deeply-Fusion of the depth branch and the sliced 3D branch (ARCHITECTURE.md)."""
+"""Spatial Network: Deeply-Fusion of the depth branch and the sliced 3D branch (docs/architecture.md)."""
 from __future__ import annotations
 
 import keras

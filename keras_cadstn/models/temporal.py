@@ -40,7 +40,7 @@ def build_temporal_stream(temporal: keras.Model) -> keras.Model:
 
 def init_encoder_from_baseline(temporal: keras.Model, baseline: keras.Model, freeze: bool = True) -> None:
     """Copy the trained Baseline's conv stages and first fc into the temporal frame encoder and
-    (default) freeze them, as the authors' released code does (ARCHITECTURE.md, ours)."""
+    (default) freeze them, as the authors' released code does (docs/architecture.md, ours)."""
     encoder = temporal.get_layer("frame_encoder").layer
     for layer in encoder.layers:
         if layer.weights:

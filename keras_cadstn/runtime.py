@@ -1,0 +1,155 @@
+"""Running a trained CADSTN one frame at a time: the inference runtimes and the crops they are
+checked on. Used by the tracker (which needs nothing else) and by the exporter (which checks what it
+writes against the Keras model with the same runners).
+
+- ``KerasStep``: the Keras streaming step model as ``step(crop, h, c) -> (joints, h', c')``.
+- ``TFLiteRunner`` (LiteRT) and ``ONNXRunner`` (onnxruntime): an exported model called by input
+  name; ``as_step`` turns a step model's runner into the same ``step`` callable.
+- ``run_step_over_clips``: any ``step`` over clips from zero LSTM state.
+- ``Samples`` / ``sample_clips``: real crops (test records or synthetic hands seen through the
+  bundle's camera) for parity checks and int8 calibration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_cadstn.errors import DataError
+
+
+class KerasStep:
+    """A Keras step model ``[crop, h, c] -> [joints, h', c']`` as a NumPy callable.
+
+    On TensorFlow a ``tf.function`` (one trace per input shape; far less overhead per frame than
+    ``predict_on_batch``); on JAX/torch the model's own compiled predict step.
+    """
+
+    def __init__(self, step_model):
+        import keras
+        self.model = step_model
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+            self.fn = tf.function(lambda crop, h, c: step_model([crop, h, c], training=False), reduce_retracing=True)
+        else:
+            self.fn = lambda crop, h, c: step_model.predict_on_batch([crop, h, c])
+
+    def __call__(self, crop, h, c):
+        return [np.asarray(o) for o in self.fn(crop, h, c)]
+
+
+class TFLiteRunner:
+    """A LiteRT interpreter over an exported model, called by input name (signature runner)."""
+
+    def __init__(self, path_or_bytes, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+        kw = {"model_path": path_or_bytes} if isinstance(path_or_bytes, str) else {"model_content": path_or_bytes}
+        self.interpreter = Interpreter(num_threads=num_threads, **kw)
+        self.runner = self.interpreter.get_signature_runner()
+
+    def __call__(self, **inputs) -> dict:
+        return self.runner(**{k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()})
+
+
+class ONNXRunner:
+    """onnxruntime over an exported model, called by input name."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        if num_threads:
+            opts.intra_op_num_threads = num_threads
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **inputs) -> dict:
+        feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()}
+        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+
+
+RUNNERS = {"tflite": TFLiteRunner, "onnx": ONNXRunner}
+
+
+def cache_dir() -> str:
+    """Where exported step models of bundles are kept for the tracker (``$KERAS_CADSTN_CACHE`` or
+    ``~/.cache/keras_cadstn``): never inside the bundle, which may be read-only."""
+    return os.environ.get("KERAS_CADSTN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
+
+
+def step_artifact_path(bundle, backend: str, precision: str = "float32") -> str:
+    """Where the exported step model of ``bundle`` for ``backend``/``precision`` lives in the cache,
+    keyed by the content of the bundle's model file (a retrained bundle gets a new entry)."""
+    import hashlib
+
+    from keras_cadstn.bundle import MODEL_FILE
+    h = hashlib.sha256()
+    with open(os.path.join(bundle.path, MODEL_FILE), "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    name = f"step_{precision}.tflite" if backend == "tflite" else "step.onnx"
+    return os.path.join(cache_dir(), "exports", h.hexdigest()[:20], name)
+
+
+def as_step(runner):
+    """A TFLite/ONNX runner of an exported step model as ``step(crop, h, c) -> (joints, h', c')``."""
+    def step(crop, h, c):
+        out = runner(crop=crop, lstm_h=h, lstm_c=c)
+        return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
+    return step
+
+
+def run_step_over_clips(step, units: int, samples: "Samples", clips_at_once: bool = True) -> np.ndarray:
+    """A one-frame step ``step(crop, h, c) -> (joints, h', c')`` over each clip from zero LSTM state:
+    (B, T, 3K). ``clips_at_once`` feeds all B clips as one batch per frame; otherwise clip by clip
+    with batch 1 (artifacts exported with a fixed batch)."""
+    groups = [samples.clips] if clips_at_once else [clip[None] for clip in samples.clips]
+    out = []
+    for clips in groups:
+        h = np.zeros((len(clips), units), np.float32)
+        c = np.zeros((len(clips), units), np.float32)
+        joints = []
+        for i in range(clips.shape[1]):
+            j, h, c = step(clips[:, i], h, c)
+            joints.append(np.asarray(j))
+        out.append(np.stack(joints, axis=1))
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """Real crops to check artifacts on: ``clips`` (B, T, M, M, 1) with their centre/cube (B, T, 3)."""
+
+    clips: np.ndarray
+    center_xyz: np.ndarray
+    cube: np.ndarray
+
+    @property
+    def crops(self) -> np.ndarray:
+        return self.clips.reshape((-1,) + self.clips.shape[2:])
+
+
+def sample_clips(bundle, num_clips: int = 2, records: str | None = None, seed: int = 7) -> Samples:
+    """Clips of T consecutive crops: from a TFRecord split (``records`` glob) or, by default, from a
+    synthetic hand sequence rendered with the bundle's own camera and pre-processed like the tracker."""
+    t, m = bundle.seq_len, bundle.image_size
+    if records:
+        from keras_cadstn.evaluate import read_test_split
+        crops, meta = read_test_split(records)
+        n = (len(crops) // t) * t
+        if n < t:
+            raise DataError(f"{records}: {len(crops)} records, fewer than one clip of T={t}")
+        n = min(n, num_clips * t)
+        return Samples(crops[:n].reshape(-1, t, m, m, 1), meta["center_xyz"][:n].reshape(-1, t, 3),
+                       meta["cube"][:n].reshape(-1, t, 3))
+    from keras_cadstn.data.synthetic import render_reference_frames
+    from keras_cadstn.preprocessing import preprocess_frame
+    cam, spec = bundle.camera, bundle.spec
+    crops, centres = [], []
+    for i, (depth_mm, _, ref_uvd) in enumerate(render_reference_frames(spec, num_clips * t, seed)):
+        crop, info = preprocess_frame(depth_mm, ref_uvd, spec.cube, cam, m, where=f"synthetic frame {i}")
+        crops.append(crop)
+        centres.append(info.center_xyz)
+    cube = np.broadcast_to(np.asarray(spec.cube, np.float32), (num_clips * t, 3))
+    return Samples(np.asarray(crops, np.float32).reshape(num_clips, t, m, m, 1),
+                   np.asarray(centres, np.float32).reshape(num_clips, t, 3), cube.reshape(num_clips, t, 3).copy())
