@@ -85,19 +85,19 @@ def main():
     from keras_cadstn.tracking import HandTracker
     workdir = tempfile.mkdtemp(prefix="bench_tracking_")
     bundle = load_bundle(args.bundle) if args.bundle else make_bundle(args.image_size, args.seq_len, workdir)
-    if args.bundle:  # exports go to a scratch copy, not into the user's bundle
-        import shutil
-        shutil.copytree(args.bundle, os.path.join(workdir, "bundle"))
-        bundle = load_bundle(os.path.join(workdir, "bundle"))
     depth_frames = frames(bundle, args.frames)
     rows = []
     variants = [("keras", "float32"), ("onnx", "float32"), ("tflite", "float32"), ("tflite", "float16"),
                 ("tflite", "dynamic_int8"), ("tflite", "int8")]
-    from keras_cadstn.export import ParityError
+    from keras_cadstn.errors import ParityError
+    from keras_cadstn.export import export_step
     refused = []
     for backend, precision in variants:
-        try:
-            tracker = HandTracker(bundle, backend=backend, precision=precision, num_threads=args.threads)
+        try:  # exported into a scratch folder, not the user's cache or bundle
+            path = None if backend == "keras" else export_step(
+                bundle, backend, precision, path=os.path.join(workdir, f"step_{precision}.{backend}"))
+            tracker = HandTracker(bundle, backend=backend, precision=precision, model_path=path,
+                                  num_threads=args.threads)
         except ParityError as e:  # the exporter would not write it: nothing to time
             refused.append(str(e))
             continue

@@ -48,9 +48,9 @@ def _defaults(cls) -> dict:
 # ----------------------------------------------------------------------------- sub-commands
 
 def cmd_synth(args):
-    from keras_cadstn.data.synthetic import write_synthetic_nyu
+    from keras_cadstn.data.synthetic import SynthConfig, write_synthetic_nyu
     counts = write_synthetic_nyu(args.out, frames_per_sequence=args.frames, train_sequences=args.sequences,
-                                 test_sequences=args.test_sequences, seed=args.seed)
+                                 test_sequences=args.test_sequences, seed=args.seed, config=SynthConfig(events=args.events))
     print(f"wrote NYU-format synthetic data to {args.out}: {counts}")
 
 
@@ -151,6 +151,8 @@ def _synth(s):
     s.add_argument("--sequences", type=positive_int, default=4, help="training sequences")
     s.add_argument("--test-sequences", type=positive_int, default=2, help="test sequences")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--events", action=argparse.BooleanOptionalAction, default=True,
+                   help="occluders, depth drop-out bursts, near-range loss and fast motion (default on)")
     s.add_argument("--out", required=True)
 
 

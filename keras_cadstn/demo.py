@@ -19,7 +19,7 @@ from keras_cadstn.train import STAGES, TrainConfig
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
 DEMO_TRAINING = TrainConfig(
     steps={"baseline": 500, "sliced3d": 500, "spatial": 500, "temporal": 1000, "fusion": 200},
-    batch_size=64, checkpoint_every=100, schedule="cosine", verbose=2)
+    batch_size=64, checkpoint_every=100, schedule="cosine", fusion_learning_rate=3e-4, verbose=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class DemoConfig:
     val_sequences: int = 2
     test_sequences: int = 2
     data_seed: int = 0  # the synthetic data set's seed (training seeds are 0 .. seeds - 1)
+    synth_events: bool = True  # occluders, depth drop-out bursts, near-range loss, fast motion
     image_size: int = 64
     seq_len: int = 16
     network: tuple = ()  # CADSTNConfig overrides as (name, value) pairs, e.g. (("fc_units", 64),)
@@ -80,8 +81,9 @@ def prepare_records(cfg: DemoConfig) -> tuple:
     if cfg.data == "synthetic" and not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
         from keras_cadstn.data.synthetic import write_synthetic_nyu
         print(f"generating synthetic NYU-format data in {root}")
+        from keras_cadstn.data.synthetic import SynthConfig
         write_synthetic_nyu(root, cfg.frames_per_sequence, cfg.train_sequences + cfg.val_sequences,
-                            cfg.test_sequences, cfg.data_seed)
+                            cfg.test_sequences, cfg.data_seed, SynthConfig(events=cfg.synth_events))
     rec_dir = os.path.join(cfg.workdir, f"records_{cfg.image_size}")
     todo = [s for s in ("train", "val", "test")
             if not (os.path.isfile(os.path.join(rec_dir, s, "manifest.json"))

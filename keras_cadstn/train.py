@@ -39,6 +39,10 @@ class TrainConfig:
                                                              "temporal": 60000, "fusion": 40000})
     batch_size: int = 128  # frames; sequence stages use batch_size // seq_len clips
     learning_rate: float = 1e-3
+    # ours: the fusion stage's rate (None: learning_rate). A sigmoid gate trained at 1e-3 can saturate
+    # at one constant weight before it learns to tell inputs apart (tests/test_method.py shows it on
+    # a toy problem; 3e-4 separates them there)
+    fusion_learning_rate: float | None = None
     # "step": x decay_factor every decay_every steps (the paper: 0.1 every 20k); "cosine": from
     # learning_rate down to 0 over each stage's steps (any length of schedule, ours for short runs)
     schedule: str = "step"
@@ -84,16 +88,17 @@ def get_strategy(name: str):
     raise ConfigError(f"strategy must be one of {STRATEGIES}; got {name!r}")
 
 
-def learning_rate_schedule(cfg: TrainConfig, steps: int):
+def learning_rate_schedule(cfg: TrainConfig, steps: int, stage: str = ""):
     """The learning rate as a function of the optimizer's step, for a stage of ``steps`` steps."""
+    rate = cfg.fusion_learning_rate if stage == "fusion" and cfg.fusion_learning_rate else cfg.learning_rate
     if cfg.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps, alpha=0.0)
-    return keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, decay_steps=cfg.decay_every,
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=0.0)
+    return keras.optimizers.schedules.ExponentialDecay(rate, decay_steps=cfg.decay_every,
                                                        decay_rate=cfg.decay_factor, staircase=True)
 
 
-def make_optimizer(cfg: TrainConfig, steps: int):
-    return keras.optimizers.Adam(learning_rate_schedule(cfg, steps), beta_1=0.9, beta_2=0.999,
+def make_optimizer(cfg: TrainConfig, steps: int, stage: str = ""):
+    return keras.optimizers.Adam(learning_rate_schedule(cfg, steps, stage), beta_1=0.9, beta_2=0.999,
                                  weight_decay=cfg.weight_decay)
 
 
@@ -238,7 +243,7 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
         print(f"[{stage}] training {cfg.steps[stage]} steps", flush=True)
         with strategy.scope():
             model = build()
-            model.compile(optimizer=make_optimizer(cfg, cfg.steps[stage]), loss=loss,
+            model.compile(optimizer=make_optimizer(cfg, cfg.steps[stage], stage), loss=loss,
                           loss_weights=models.LOSS_WEIGHTS if output_names else None)
         val = _dataset(val_pattern, mode, cfg, mcfg, output_names, training=False) if val_pattern else None
         fit_stage(model, _dataset(train_pattern, mode, cfg, mcfg, output_names), os.path.join(run_dir, stage),

@@ -291,6 +291,8 @@ class SequenceRenderer:
         joints = joints @ rot.T + p["translation"]
         centres = centres @ rot.T + p["translation"]
         cam = self.config.camera
+        shift = self._into_view(joints)  # labels must lie in the image (the importers check it)
+        joints, centres = joints + shift, centres + shift
         depth = render_depth(centres, radii, cam, self.background)
         uvd = cam.xyz_to_uvd(joints)
         margin = 160.0 * cam.fx / p["translation"][2]
@@ -314,6 +316,19 @@ class SequenceRenderer:
                 depth[(depth > 0) & (depth < joints[32, 2] - e.params[0])] = 0.0
         self.last_occlusion = self._occlusion(hand_only, depth, box) if active else 0.0
         return depth, joints
+
+    def _into_view(self, joints, margin: float = 12.0) -> np.ndarray:
+        """The x/y shift (mm) that brings every joint at least ``margin`` pixels inside the image."""
+        cam = self.config.camera
+        uvd = cam.xyz_to_uvd(joints)
+        shift = np.zeros(3)
+        for axis, (size, focal) in enumerate(((cam.width, cam.fx), (cam.height, cam.fy))):
+            low, high = np.argmin(uvd[:, axis]), np.argmax(uvd[:, axis])
+            if uvd[low, axis] < margin:
+                shift[axis] = (margin - uvd[low, axis]) * uvd[low, 2] / focal
+            elif uvd[high, axis] > size - 1 - margin:
+                shift[axis] = (size - 1 - margin - uvd[high, axis]) * uvd[high, 2] / focal
+        return shift
 
     def _occlusion(self, hand_only, depth, box) -> float:
         v0, v1, u0, u1 = box

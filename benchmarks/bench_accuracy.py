@@ -1,0 +1,176 @@
+"""The accuracy benchmark: CADSTN's ablation (Table IV), the fixed-weight sweep with w chosen on
+validation (Table V) and the learned fusion, over N training seeds, on synthetic sequences with
+occluders, depth drop-out bursts, near-range loss and fast motion (what single frames cannot resolve).
+
+    python benchmarks/bench_accuracy.py                    # 3 seeds, 64x64, the demo's schedule
+    python benchmarks/bench_accuracy.py --seeds 5 --out bench_acc --steps-scale 2
+    python benchmarks/bench_accuracy.py --image-size 128 --steps-scale 10   # on a GPU
+    python benchmarks/bench_accuracy.py --quick            # every row and column in minutes; numbers mean nothing
+
+Prints (and writes to --out as Markdown and JSON) mean +- sd per row over seeds, overall and on
+clean / occluded frames (occlusion >= 0.1), paired differences over seeds with 95% t intervals,
+the gate's temporal weight w1 against the occlusion fraction (PNG), the nearest-training-pose
+oracle (how well the training poses cover the test poses) and the wall time. Fixed weights are
+chosen on the validation split, never on test. Training runs resume where they stopped.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+OCCLUDED = 0.1  # a frame is "occluded" when at least this fraction of the hand is lost
+DIFFERENCES = (("Temporal", "Baseline"), ("Spatial", "Baseline"), ("CADSTN", "Spatial"), ("CADSTN", "Temporal"),
+               ("CADSTN", "Fixed w (val)"))
+SUBSETS = ("all", "clean", "occluded")
+
+
+def config(args):
+    from keras_cadstn.demo import DEMO_TRAINING, DemoConfig
+    from keras_cadstn.train import TrainConfig
+    workdir = args.workdir or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn",
+                                           "bench_quick" if args.quick else f"bench_{args.image_size}")
+    if args.quick:
+        train = TrainConfig(steps=dict.fromkeys(DEMO_TRAINING.steps, 4), batch_size=16, checkpoint_every=4,
+                            schedule="cosine", verbose=0)
+        return DemoConfig(workdir=workdir, frames_per_sequence=32, train_sequences=3, val_sequences=1,
+                          test_sequences=1, image_size=32, seq_len=4, seeds=args.seeds or 2, train=train,
+                          network=(("fc_units", 32), ("lstm_units", 16)))
+    cfg = DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4, test_sequences=4,
+                     image_size=args.image_size, seeds=args.seeds or 3,
+                     train=dataclasses.replace(DEMO_TRAINING, verbose=0, temporal_init=args.temporal_init))
+    return cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg
+
+
+def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
+    """Mean error (mm) of predicting each test frame by the training frame whose palm-relative pose
+    is nearest to its ground truth: the floor any method can reach by recalling training poses."""
+    from keras_cadstn.evaluate import mean_error, read_test_split
+    _, tr = read_test_split(os.path.join(train_dir, "*.tfrecord"))
+    _, te = read_test_split(os.path.join(test_dir, "*.tfrecord"))
+    rel_tr = tr["joints_xyz"].reshape(len(tr["center_xyz"]), -1, 3) - tr["center_xyz"][:, None]
+    rel_te = te["joints_xyz"].reshape(len(te["center_xyz"]), -1, 3) - te["center_xyz"][:, None]
+    a, b = rel_te.reshape(len(rel_te), -1), rel_tr.reshape(len(rel_tr), -1)
+    d = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
+    nearest = rel_tr[np.argmin(d, axis=1)]
+    return mean_error(rel_te, nearest)
+
+
+def subset_errors(run: dict) -> dict:
+    """{subset: {method: mean error}} of one seed's test predictions."""
+    occ = run["test"]["meta"]["occlusion"]
+    masks = {"all": np.ones(len(occ), bool), "clean": occ < OCCLUDED, "occluded": occ >= OCCLUDED}
+    return {s: {name: float(e[m].mean()) if m.any() else float("nan") for name, e in run["test"]["frame_errors"].items()}
+            for s, m in masks.items()}
+
+
+def gate_plot(runs: list, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    bins = np.linspace(0, 1, 11)
+    for k, run in enumerate(runs):
+        occ, w1 = run["test"]["meta"]["occlusion"], run["test"]["gate_w1"]
+        ax.scatter(occ, w1, s=4, alpha=0.3, label=f"seed {k} frames")
+        idx = np.digitize(occ, bins) - 1
+        centres = [(bins[i] + bins[i + 1]) / 2 for i in range(10) if (idx == i).any()]
+        means = [w1[idx == i].mean() for i in range(10) if (idx == i).any()]
+        ax.plot(centres, means, "-o", label=f"seed {k} mean per bin")
+    ax.set(xlabel="occlusion fraction of the frame", ylabel="gate w1 (weight of the temporal network)",
+           ylim=(0, 1), title="Learned fusion: temporal weight against occlusion (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, help="training seeds (default 3; --quick 2)")
+    p.add_argument("--out", default="bench_accuracy", help="folder for the tables (Markdown, JSON) and plots")
+    p.add_argument("--workdir", help="data, records and runs (default ~/.cache/keras_cadstn/bench_<size>)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--steps-scale", type=float, default=1.0)
+    p.add_argument("--temporal-init", default="baseline_frozen",
+                   choices=("baseline_frozen", "baseline_finetune", "scratch"))
+    p.add_argument("--quick", action="store_true", help="tiny configuration for smoke tests")
+    args = p.parse_args(argv)
+    start = time.time()
+
+    from keras_cadstn.data.tfrecord import dataset_spec_of, read_manifest
+    from keras_cadstn.demo import prepare_records
+    from keras_cadstn.evaluate import evaluate_stages, paired_difference, spread
+    from keras_cadstn.models import CADSTNConfig
+    from keras_cadstn.train import train_cadstn
+
+    cfg = config(args)
+    rec_dir, _ = prepare_records(cfg)
+    spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
+    mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len, **dict(cfg.network))
+    runs = []
+    for seed in range(cfg.seeds):
+        t0 = time.time()
+        tcfg = dataclasses.replace(cfg.train, seed=seed)
+        trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), os.path.join(cfg.workdir, f"run_seed{seed}"),
+                               mcfg, tcfg)
+        runs.append(evaluate_stages(trained, rec_dir, cfg.seq_len))
+        print(f"seed {seed}: {time.time() - t0:.0f} s; test errors "
+              + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["test"]["errors"].items()), flush=True)
+
+    per_seed = [subset_errors(r) for r in runs]
+    methods = list(runs[0]["test"]["errors"])
+    occ = runs[0]["test"]["meta"]["occlusion"]
+    table = {s: {m: spread([e[s][m] for e in per_seed]) for m in methods} for s in SUBSETS}
+    diffs = {s: {f"{a} - {b}": paired_difference([e[s][a] for e in per_seed], [e[s][b] for e in per_seed])
+                 for a, b in DIFFERENCES} for s in SUBSETS}
+    gate = {s: spread([float(r["test"]["gate_w1"][mask].mean()) if mask.any() else float("nan")
+                       for r in runs for mask in [(occ < OCCLUDED) if s == "clean" else (occ >= OCCLUDED)]])
+            for s in ("clean", "occluded")}
+    sweep_test = {w: spread([r["test"]["sweep"][w] for r in runs]) for w in runs[0]["test"]["sweep"]}
+    oracle = nearest_pose_oracle(os.path.join(rec_dir, "train"), os.path.join(rec_dir, "test"))
+    wall = time.time() - start
+
+    n = cfg.seeds
+    lines = [f"Accuracy benchmark: {n} seeds, {cfg.image_size}x{cfg.image_size}, steps "
+             + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items())
+             + f", temporal_init {cfg.train.temporal_init}; test split {len(occ)} frames, "
+             f"{int((occ >= OCCLUDED).sum())} occluded (>= {OCCLUDED}); wall time {wall / 60:.1f} min", "",
+             "Mean error (mm), mean ± sd over seeds:", "", "| method | all | clean | occluded |", "|---|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{table[s][m]['mean']:.2f} ± {table[s][m]['sd']:.2f}" for s in SUBSETS) + " |")
+    lines += ["", "Paired differences over seeds (mm; negative = the first is better), mean [95% interval]:", "",
+              "| difference | all | clean | occluded |", "|---|---|---|---|"]
+    for name in diffs["all"]:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{diffs[s][name]['mean']:+.2f} [{diffs[s][name]['low']:+.2f}, {diffs[s][name]['high']:+.2f}]" for s in SUBSETS) + " |")
+    lines += ["", "Fixed weight w on the temporal network: chosen on validation per seed: "
+              + ", ".join(f"{r['w_val']:.1f}" for r in runs) + "; test error of every w (mean over seeds, for reference only):",
+              "", "| w | " + " | ".join(f"{w:.1f}" for w in sweep_test) + " |", "|---|" + "---|" * len(sweep_test),
+              "| mm | " + " | ".join(f"{v['mean']:.2f}" for v in sweep_test.values()) + " |", "",
+              f"Gate w1 (temporal weight), mean over test frames: clean {gate['clean']['mean']:.3f} ± {gate['clean']['sd']:.3f}, "
+              f"occluded {gate['occluded']['mean']:.3f} ± {gate['occluded']['sd']:.3f} (sd over seeds)",
+              f"Nearest-training-pose oracle on the test split: {oracle:.2f} mm"]
+    text = "\n".join(lines)
+    print("\n" + text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "accuracy.md"), "w") as f:
+        f.write(text + "\n\n`python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n")
+    with open(os.path.join(args.out, "accuracy.json"), "w") as f:
+        json.dump({"config": {"seeds": n, "image_size": cfg.image_size, "steps": cfg.train.steps,
+                              "temporal_init": cfg.train.temporal_init, "quick": args.quick},
+                   "errors": table, "differences": diffs, "gate_w1": gate, "w_val": [r["w_val"] for r in runs],
+                   "sweep_test": sweep_test, "oracle_mm": oracle, "wall_s": wall,
+                   "per_seed": per_seed}, f, indent=1, default=float)
+    gate_plot(runs, os.path.join(args.out, "gate_vs_occlusion.png"))
+    print(f"\nwrote {args.out}/accuracy.md, accuracy.json, gate_vs_occlusion.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
