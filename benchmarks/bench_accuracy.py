@@ -43,7 +43,7 @@ def config(args):
                           network=(("fc_units", 32), ("lstm_units", 16)))
     cfg = DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4, test_sequences=4,
                      image_size=args.image_size, seeds=args.seeds or 3,
-                     train=dataclasses.replace(DEMO_TRAINING, verbose=0, temporal_init=args.temporal_init))
+                     train=dataclasses.replace(DEMO_TRAINING, verbose=0, temporal_init=args.temporal_init[0]))
     return cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg
 
 
@@ -59,6 +59,16 @@ def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
     d = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
     nearest = rel_tr[np.argmin(d, axis=1)]
     return mean_error(rel_te, nearest)
+
+
+def share_spatial_stages(source: str, run_dir: str) -> None:
+    """A variant run reuses the seed's trained Baseline, Sliced-3D and Spatial stages (copied)."""
+    import shutil
+    if source == run_dir:
+        return
+    for stage in ("baseline", "sliced3d", "spatial"):
+        if os.path.isfile(os.path.join(source, stage, "model.keras")) and not os.path.isdir(os.path.join(run_dir, stage)):
+            shutil.copytree(os.path.join(source, stage), os.path.join(run_dir, stage))
 
 
 def subset_errors(run: dict) -> dict:
@@ -97,8 +107,10 @@ def main(argv=None):
     p.add_argument("--workdir", help="data, records and runs (default ~/.cache/keras_cadstn/bench_<size>)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--steps-scale", type=float, default=1.0)
-    p.add_argument("--temporal-init", default="baseline_frozen",
-                   choices=("baseline_frozen", "baseline_finetune", "scratch"))
+    p.add_argument("--temporal-init", nargs="+", default=["baseline_frozen"],
+                   choices=("baseline_frozen", "baseline_finetune", "scratch"),
+                   help="how the temporal encoder starts; with several, the later ones retrain only the temporal and "
+                        "fusion stages (same Baseline/Sliced-3D/Spatial runs) and are compared with the first, paired by seed")
     p.add_argument("--quick", action="store_true", help="tiny configuration for smoke tests")
     args = p.parse_args(argv)
     start = time.time()
@@ -113,15 +125,20 @@ def main(argv=None):
     rec_dir, _ = prepare_records(cfg)
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
     mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len, **dict(cfg.network))
-    runs = []
-    for seed in range(cfg.seeds):
-        t0 = time.time()
-        tcfg = dataclasses.replace(cfg.train, seed=seed)
-        trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), os.path.join(cfg.workdir, f"run_seed{seed}"),
-                               mcfg, tcfg)
-        runs.append(evaluate_stages(trained, rec_dir, cfg.seq_len))
-        print(f"seed {seed}: {time.time() - t0:.0f} s; test errors "
-              + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["test"]["errors"].items()), flush=True)
+    variants = {}
+    for init in args.temporal_init:
+        runs = []
+        for seed in range(cfg.seeds):
+            t0 = time.time()
+            run_dir = os.path.join(cfg.workdir, f"run_seed{seed}" + ("" if init == args.temporal_init[0] else f"_{init}"))
+            share_spatial_stages(os.path.join(cfg.workdir, f"run_seed{seed}"), run_dir)
+            tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init=init)
+            trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg)
+            runs.append(evaluate_stages(trained, rec_dir, cfg.seq_len))
+            print(f"{init} seed {seed}: {time.time() - t0:.0f} s; test errors "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["test"]["errors"].items()), flush=True)
+        variants[init] = runs
+    runs = variants[args.temporal_init[0]]
 
     per_seed = [subset_errors(r) for r in runs]
     methods = list(runs[0]["test"]["errors"])
@@ -156,6 +173,24 @@ def main(argv=None):
               f"Gate w1 (temporal weight), mean over test frames: clean {gate['clean']['mean']:.3f} ± {gate['clean']['sd']:.3f}, "
               f"occluded {gate['occluded']['mean']:.3f} ± {gate['occluded']['sd']:.3f} (sd over seeds)",
               f"Nearest-training-pose oracle on the test split: {oracle:.2f} mm"]
+    comparison = {}
+    if len(variants) > 1:
+        first = args.temporal_init[0]
+        base = [subset_errors(r) for r in variants[first]]
+        lines += ["", f"Temporal encoder initialisation (same Baseline/Spatial runs; differences paired by seed against {first}):",
+                  "", "| temporal_init | Temporal all | Temporal occluded | CADSTN all | Temporal - "
+                  f"{first} (all) | (occluded) |", "|---|---|---|---|---|---|"]
+        for init, vruns in variants.items():
+            errs = [subset_errors(r) for r in vruns]
+            row = {s_: spread([e[s_]["Temporal"] for e in errs]) for s_ in ("all", "occluded")}
+            row["cadstn"] = spread([e["all"]["CADSTN"] for e in errs])
+            row["diff"] = {s_: paired_difference([e[s_]["Temporal"] for e in errs], [e[s_]["Temporal"] for e in base])
+                           for s_ in ("all", "occluded")}
+            comparison[init] = row
+            lines.append(f"| {init} | {row['all']['mean']:.2f} ± {row['all']['sd']:.2f} | {row['occluded']['mean']:.2f} ± "
+                         f"{row['occluded']['sd']:.2f} | {row['cadstn']['mean']:.2f} ± {row['cadstn']['sd']:.2f} | "
+                         + " | ".join(f"{row['diff'][s_]['mean']:+.2f} [{row['diff'][s_]['low']:+.2f}, {row['diff'][s_]['high']:+.2f}]"
+                                      for s_ in ("all", "occluded")) + " |")
     text = "\n".join(lines)
     print("\n" + text)
     os.makedirs(args.out, exist_ok=True)
@@ -163,10 +198,10 @@ def main(argv=None):
         f.write(text + "\n\n`python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n")
     with open(os.path.join(args.out, "accuracy.json"), "w") as f:
         json.dump({"config": {"seeds": n, "image_size": cfg.image_size, "steps": cfg.train.steps,
-                              "temporal_init": cfg.train.temporal_init, "quick": args.quick},
+                              "temporal_init": args.temporal_init, "quick": args.quick},
                    "errors": table, "differences": diffs, "gate_w1": gate, "w_val": [r["w_val"] for r in runs],
                    "sweep_test": sweep_test, "oracle_mm": oracle, "wall_s": wall,
-                   "per_seed": per_seed}, f, indent=1, default=float)
+                   "per_seed": per_seed, "temporal_init_comparison": comparison}, f, indent=1, default=float)
     gate_plot(runs, os.path.join(args.out, "gate_vs_occlusion.png"))
     print(f"\nwrote {args.out}/accuracy.md, accuracy.json, gate_vs_occlusion.png")
     return 0

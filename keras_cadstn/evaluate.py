@@ -209,11 +209,14 @@ def predict_split(models: dict, pattern: str, seq_len: int, batch_size: int = 12
     (as papers evaluate). Frame models (input (B, M, M, 1)) see every frame; clip models
     (B, T, M, M, 1) see each sequence as in ``predict_sequence``."""
     crops, meta = read_test_split(pattern)
-    preds = {}
-    for name, model in models.items():
-        preds[name] = joints_to_mm(predict_frames_or_clips(model, crops, meta, seq_len, batch_size),
-                                   meta["center_xyz"], meta["cube"])
-    return meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64), preds, meta
+    return (meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64),
+            predictions_mm(models, crops, meta, seq_len, batch_size), meta)
+
+
+def predictions_mm(models: dict, crops, meta, seq_len: int, batch_size: int = 128) -> dict:
+    """{name: (N, K, 3) mm} of every model over crops read with ``read_test_split``."""
+    return {name: joints_to_mm(predict_frames_or_clips(model, crops, meta, seq_len, batch_size),
+                               meta["center_xyz"], meta["cube"]) for name, model in models.items()}
 
 
 def predict_frames_or_clips(model, crops, meta, seq_len: int, batch_size: int = 128) -> np.ndarray:
@@ -245,10 +248,10 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
     gt_v, pred_v, _ = predict_split({k: models[k] for k in ("Spatial", "Temporal")}, val, seq_len)
     sweep_val = fixed_weight_sweep(gt_v, pred_v["Temporal"], pred_v["Spatial"])
     w_val = min(sweep_val, key=sweep_val.get)
-    gt, pred, meta = predict_split(models, os.path.join(records_dir, "test", "*.tfrecord"), seq_len)
-    pred = dict(pred)
+    crops, meta = read_test_split(os.path.join(records_dir, "test", "*.tfrecord"))
+    gt = meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64)
+    pred = predictions_mm(models, crops, meta, seq_len)
     pred["Fixed w (val)"] = w_val * pred["Temporal"] + (1 - w_val) * pred["Spatial"]
-    crops, _ = read_test_split(os.path.join(records_dir, "test", "*.tfrecord"))
     gate = get_submodel(trained["fusion"], "gate_network")
     out["test"] = {"gt": gt, "pred": pred, "meta": meta,
                    "errors": {k: mean_error(gt, v) for k, v in pred.items()},

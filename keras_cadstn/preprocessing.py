@@ -33,9 +33,10 @@ def _cube_box(center_uvd, cube, camera: Camera):
     return camera.fx * cube[0] / 2.0 / z, camera.fy * cube[1] / 2.0 / z
 
 
-def _mean_of_pixels_in_cube(depth_mm, center_uvd, cube, camera, step: int = 1):
-    """Mean (u, v, d) of the pixels whose position and depth lie in the cube around ``center_uvd``,
-    or None when there are none; ``step`` > 1 looks at every step-th pixel only. Sums per
+def _mean_of_pixels_in_cube(depth_mm, center_uvd, cube, camera, step: int = 1, far_limit: float = np.inf):
+    """Mean (u, v, d) of the pixels whose position and depth lie in the cube around ``center_uvd``
+    (and not beyond ``far_limit`` mm), or None when there are none; ``step`` > 1 looks at every
+    step-th pixel only. Sums per
     row/column instead of listing the pixels (~10x faster: this runs every frame in the tracker)."""
     hw, hh = _cube_box(center_uvd, cube, camera)
     h, w = depth_mm.shape
@@ -47,7 +48,7 @@ def _mean_of_pixels_in_cube(depth_mm, center_uvd, cube, camera, step: int = 1):
     # |d - zc| <= cube_z / 2 and d > 0 as two comparisons (no float64 temporaries of the patch)
     real = patch.dtype.type if patch.dtype.kind == "f" else np.float64
     lowest = max(real(center_uvd[2] - cube[2] / 2.0), np.finfo(real).tiny)  # d > 0: no reading is 0
-    inside = (patch >= lowest) & (patch <= real(center_uvd[2] + cube[2] / 2.0))
+    inside = (patch >= lowest) & (patch <= real(min(center_uvd[2] + cube[2] / 2.0, far_limit)))
     per_column = inside.sum(axis=0)
     n = int(per_column.sum())
     if n == 0:
@@ -59,21 +60,22 @@ def _mean_of_pixels_in_cube(depth_mm, center_uvd, cube, camera, step: int = 1):
 
 
 def hand_center(depth_mm, reference_uvd, cube, camera: Camera, refinements: int = 1,
-                where: str = "frame", coarse_step: int = 1) -> np.ndarray:
+                where: str = "frame", coarse_step: int = 1, far_limit: float = np.inf) -> np.ndarray:
     """Centre of mass (uvd) of the depth pixels inside the cube around ``reference_uvd``.
 
     The mean is taken once around the reference point and then ``refinements`` more times around
     the previous result (docs/architecture.md: "repeat once"). ``coarse_step`` > 1: every pass but the
     last looks at every coarse_step-th pixel only (the tracker's speed-up; the result is still a
-    full-resolution centre of mass). Raises ``NoHandError`` naming ``where`` when no pixel lies in
-    the cube.
+    full-resolution centre of mass). ``far_limit``: pixels deeper than this (mm) do not count (the
+    label-free localiser keeps the body behind the hand out). Raises ``NoHandError`` naming
+    ``where`` when no pixel lies in the cube.
     """
     center = np.asarray(reference_uvd, dtype=np.float64)
     cube = np.asarray(cube, dtype=np.float64)
     if not np.all(np.isfinite(center)) or center[2] <= 0:
         raise DataError(f"{where}: reference point {center.tolist()} must be finite with depth > 0 mm")
     for i in range(1 + refinements):
-        mean = _mean_of_pixels_in_cube(depth_mm, center, cube, camera, coarse_step if i < refinements else 1)
+        mean = _mean_of_pixels_in_cube(depth_mm, center, cube, camera, coarse_step if i < refinements else 1, far_limit)
         if mean is None:
             raise NoHandError(
                 f"{where}: no depth pixel within the {cube.tolist()} mm cube around "
