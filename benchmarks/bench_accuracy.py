@@ -61,12 +61,18 @@ def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
     return mean_error(rel_te, nearest)
 
 
-def share_spatial_stages(source: str, run_dir: str) -> None:
-    """A variant run reuses the seed's trained Baseline, Sliced-3D and Spatial stages (copied)."""
+def run_folder(workdir: str, seed: int, temporal_init: str, fusion_data: str = "train") -> str:
+    """One run folder per seed, temporal initialisation and gate training data."""
+    return os.path.join(workdir, f"run_seed{seed}" + ("" if temporal_init == "baseline_frozen" else f"_{temporal_init}")
+                        + ("" if fusion_data == "train" else f"_fusion{fusion_data}"))
+
+
+def share_stages(source: str, run_dir: str, stages=("baseline", "sliced3d", "spatial")) -> None:
+    """A variant run reuses the seed's trained stages that it does not change (copied)."""
     import shutil
     if source == run_dir:
         return
-    for stage in ("baseline", "sliced3d", "spatial"):
+    for stage in stages:
         if os.path.isfile(os.path.join(source, stage, "model.keras")) and not os.path.isdir(os.path.join(run_dir, stage)):
             shutil.copytree(os.path.join(source, stage), os.path.join(run_dir, stage))
 
@@ -77,6 +83,19 @@ def subset_errors(run: dict) -> dict:
     masks = {"all": np.ones(len(occ), bool), "clean": occ < OCCLUDED, "occluded": occ >= OCCLUDED}
     return {s: {name: float(e[m].mean()) if m.any() else float("nan") for name, e in run["test"]["frame_errors"].items()}
             for s, m in masks.items()}
+
+
+def subset_sweeps(run: dict) -> dict:
+    """{subset: {w: mean error}} of J = w T + (1 - w) S on clean and on occluded test frames: what a
+    gate that knew the occlusion could gain at best (reference only, never used to choose)."""
+    from keras_cadstn.evaluate import fixed_weight_sweep
+    t = run["test"]
+    occ = t["meta"]["occlusion"]
+    out = {}
+    for subset, mask in (("clean", occ < OCCLUDED), ("occluded", occ >= OCCLUDED)):
+        if mask.any():
+            out[subset] = fixed_weight_sweep(t["gt"][mask], t["pred"]["Temporal"][mask], t["pred"]["Spatial"][mask])
+    return out
 
 
 def gate_plot(runs: list, path: str) -> None:
@@ -107,10 +126,12 @@ def main(argv=None):
     p.add_argument("--workdir", help="data, records and runs (default ~/.cache/keras_cadstn/bench_<size>)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--steps-scale", type=float, default=1.0)
-    p.add_argument("--temporal-init", nargs="+", default=["baseline_frozen"],
+    p.add_argument("--temporal-init", nargs="+", default=["baseline_finetune"],
                    choices=("baseline_frozen", "baseline_finetune", "scratch"),
                    help="how the temporal encoder starts; with several, the later ones retrain only the temporal and "
                         "fusion stages (same Baseline/Sliced-3D/Spatial runs) and are compared with the first, paired by seed")
+    p.add_argument("--fusion-data", choices=("train", "val"), default="val",
+                   help="records the gate trains on: the training split (the paper) or the validation split")
     p.add_argument("--quick", action="store_true", help="tiny configuration for smoke tests")
     args = p.parse_args(argv)
     start = time.time()
@@ -130,10 +151,13 @@ def main(argv=None):
         runs = []
         for seed in range(cfg.seeds):
             t0 = time.time()
-            run_dir = os.path.join(cfg.workdir, f"run_seed{seed}" + ("" if init == args.temporal_init[0] else f"_{init}"))
-            share_spatial_stages(os.path.join(cfg.workdir, f"run_seed{seed}"), run_dir)
+            run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data)
+            share_stages(run_folder(cfg.workdir, seed, args.temporal_init[0]), run_dir)
+            if args.fusion_data != "train":  # the same networks, only the gate trained on other records
+                share_stages(run_folder(cfg.workdir, seed, init), run_dir, ("temporal",))
             tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init=init)
-            trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg)
+            trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg,
+                                   fusion_pattern=os.path.join(rec_dir, args.fusion_data, "*.tfrecord"))
             runs.append(evaluate_stages(trained, rec_dir, cfg.seq_len))
             print(f"{init} seed {seed}: {time.time() - t0:.0f} s; test errors "
                   + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["test"]["errors"].items()), flush=True)
@@ -150,13 +174,15 @@ def main(argv=None):
                        for r in runs for mask in [(occ < OCCLUDED) if s == "clean" else (occ >= OCCLUDED)]])
             for s in ("clean", "occluded")}
     sweep_test = {w: spread([r["test"]["sweep"][w] for r in runs]) for w in runs[0]["test"]["sweep"]}
+    sweeps = [subset_sweeps(r) for r in runs]
+    best_w = {s_: [min(sw[s_], key=sw[s_].get) for sw in sweeps if s_ in sw] for s_ in ("clean", "occluded")}
     oracle = nearest_pose_oracle(os.path.join(rec_dir, "train"), os.path.join(rec_dir, "test"))
     wall = time.time() - start
 
     n = cfg.seeds
     lines = [f"Accuracy benchmark: {n} seeds, {cfg.image_size}x{cfg.image_size}, steps "
              + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items())
-             + f", temporal_init {cfg.train.temporal_init}; test split {len(occ)} frames, "
+             + f", temporal_init {args.temporal_init[0]}, gate trained on {args.fusion_data}; test split {len(occ)} frames, "
              f"{int((occ >= OCCLUDED).sum())} occluded (>= {OCCLUDED}); wall time {wall / 60:.1f} min", "",
              "Mean error (mm), mean ± sd over seeds:", "", "| method | all | clean | occluded |", "|---|---|---|---|"]
     for m in methods:
@@ -172,6 +198,9 @@ def main(argv=None):
               "| mm | " + " | ".join(f"{v['mean']:.2f}" for v in sweep_test.values()) + " |", "",
               f"Gate w1 (temporal weight), mean over test frames: clean {gate['clean']['mean']:.3f} ± {gate['clean']['sd']:.3f}, "
               f"occluded {gate['occluded']['mean']:.3f} ± {gate['occluded']['sd']:.3f} (sd over seeds)",
+              "Best fixed w per subset of the test frames, per seed (what an occlusion-aware gate could reach at "
+              "best; reference only): clean " + ", ".join(f"{w:.1f}" for w in best_w["clean"]) + "; occluded "
+              + ", ".join(f"{w:.1f}" for w in best_w["occluded"]),
               f"Nearest-training-pose oracle on the test split: {oracle:.2f} mm"]
     comparison = {}
     if len(variants) > 1:
@@ -198,9 +227,9 @@ def main(argv=None):
         f.write(text + "\n\n`python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n")
     with open(os.path.join(args.out, "accuracy.json"), "w") as f:
         json.dump({"config": {"seeds": n, "image_size": cfg.image_size, "steps": cfg.train.steps,
-                              "temporal_init": args.temporal_init, "quick": args.quick},
+                              "temporal_init": args.temporal_init, "fusion_data": args.fusion_data, "quick": args.quick},
                    "errors": table, "differences": diffs, "gate_w1": gate, "w_val": [r["w_val"] for r in runs],
-                   "sweep_test": sweep_test, "oracle_mm": oracle, "wall_s": wall,
+                   "sweep_test": sweep_test, "best_w_by_subset": best_w, "oracle_mm": oracle, "wall_s": wall,
                    "per_seed": per_seed, "temporal_init_comparison": comparison}, f, indent=1, default=float)
     gate_plot(runs, os.path.join(args.out, "gate_vs_occlusion.png"))
     print(f"\nwrote {args.out}/accuracy.md, accuracy.json, gate_vs_occlusion.png")

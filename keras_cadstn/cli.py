@@ -68,6 +68,7 @@ def cmd_convert(args):
 
 def cmd_train(args):
     from keras_cadstn.data.tfrecord import read_manifest
+    from keras_cadstn.errors import ConfigError
     from keras_cadstn.models import CADSTNConfig
     from keras_cadstn.train import STAGES, TrainConfig, train_cadstn
     # image size and joint count are facts of the records, not flags that could disagree with them
@@ -81,9 +82,12 @@ def cmd_train(args):
                        deterministic=args.deterministic)
     mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
                         seq_len=args.seq_len)
-    val = os.path.join(args.records, "val", "*.tfrecord") if os.path.isdir(os.path.join(args.records, "val")) else None
+    has_val = os.path.isdir(os.path.join(args.records, "val"))
+    gate_data = args.fusion_data or ("val" if has_val else "train")
+    if gate_data == "val" and not has_val:
+        raise ConfigError(f"--fusion-data val: {args.records} has no val/ split (convert one with `cadstn convert`)")
     train_cadstn(os.path.join(args.records, "train", "*.tfrecord"), args.run_dir, mcfg, tcfg, stages=args.stages,
-                 val_pattern=val)
+                 fusion_pattern=os.path.join(args.records, gate_data, "*.tfrecord"))
 
 
 def cmd_eval(args):
@@ -182,7 +186,12 @@ def _train(t):
     t.add_argument("--strategy", choices=STRATEGIES, default=d["strategy"])
     t.add_argument("--no-augment", action="store_true", help="e.g. for ICVL, which is augmented already")
     t.add_argument("--no-shuffle", action="store_true", help="records in file order (reproducible runs)")
-    t.add_argument("--temporal-init", choices=TEMPORAL_INITS, default=d["temporal_init"])
+    t.add_argument("--temporal-init", choices=TEMPORAL_INITS, default=d["temporal_init"],
+                   help="baseline_finetune (default, measured best), baseline_frozen (the authors' code), "
+                        "scratch (the paper's text)")
+    t.add_argument("--fusion-data", choices=("train", "val"),
+                   help="records the gate trains on: val (default when the records have a val/ split; measured "
+                        "better) or train (the paper)")
     t.add_argument("--deterministic", action="store_true")
     t.add_argument("--seed", type=int, default=d["seed"])
 

@@ -52,7 +52,7 @@ class TrainConfig:
     # gradient. Same coefficient, slightly different effect; Keras has no coupled decay in Adam.
     weight_decay: float = 5e-4
     checkpoint_every: int = 1000
-    temporal_init: str = "baseline_frozen"
+    temporal_init: str = "baseline_finetune"  # ours, measured: see README (the paper: scratch)
     mixed_precision: bool = False
     strategy: str = "default"
     seed: int = 0
@@ -207,8 +207,13 @@ def load_stage(run_dir: str, stage: str, steps: int | None = None):
 
 
 def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNConfig(),
-                 cfg: TrainConfig = TrainConfig(), stages=STAGES, val_pattern: str | None = None) -> dict:
+                 cfg: TrainConfig = TrainConfig(), stages=STAGES, val_pattern: str | None = None,
+                 fusion_pattern: str | None = None) -> dict:
     """Run the requested stages in Algorithm 1's order; returns {stage: trained model}.
+
+    ``fusion_pattern``: records the gate trains on (default: the training records, as the paper).
+    Records the spatial and temporal networks have not seen (a validation split) show the gate
+    how they err on new data instead of on data they fit.
 
     A stage finished earlier in ``run_dir`` (its ``model.keras`` exists) is loaded, not retrained;
     the stages a requested one builds on (temporal: the Baseline unless trained from scratch;
@@ -235,7 +240,7 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
         raise ConfigError(f"this stage needs the trained {stage} stage: train it in the same run "
                           f"(--stages {stage} ...) or first, into {run_dir}")
 
-    def run(stage, build, mode, loss, output_names=None):
+    def run(stage, build, mode, loss, output_names=None, pattern=train_pattern):
         final = os.path.join(run_dir, stage, "model.keras")
         if os.path.isfile(final):
             logger.info("[%s] already trained: loading %s", stage, final)
@@ -246,7 +251,7 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
             model.compile(optimizer=make_optimizer(cfg, cfg.steps[stage], stage), loss=loss,
                           loss_weights=models.LOSS_WEIGHTS if output_names else None)
         val = _dataset(val_pattern, mode, cfg, mcfg, output_names, training=False) if val_pattern else None
-        fit_stage(model, _dataset(train_pattern, mode, cfg, mcfg, output_names), os.path.join(run_dir, stage),
+        fit_stage(model, _dataset(pattern, mode, cfg, mcfg, output_names), os.path.join(run_dir, stage),
                   cfg.steps[stage], cfg, val)
         return model
 
@@ -271,5 +276,6 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
             trained[stage] = run(stage, build_temporal, "sequences", "mse")
         elif stage == "fusion":
             spatial, temporal = prerequisite("spatial"), prerequisite("temporal")
-            trained[stage] = run(stage, lambda: models.build_fusion_network(spatial, temporal, mcfg), "sequences", "mse")
+            trained[stage] = run(stage, lambda: models.build_fusion_network(spatial, temporal, mcfg), "sequences", "mse",
+                                 pattern=fusion_pattern or train_pattern)
     return trained
