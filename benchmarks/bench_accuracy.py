@@ -77,10 +77,14 @@ def share_stages(source: str, run_dir: str, stages=("baseline", "sliced3d", "spa
             shutil.copytree(os.path.join(source, stage), os.path.join(run_dir, stage))
 
 
+def subset_masks(occlusion) -> dict:
+    """{subset: boolean mask} of the test frames: all, clean, occluded (>= OCCLUDED)."""
+    return {"all": np.ones(len(occlusion), bool), "clean": occlusion < OCCLUDED, "occluded": occlusion >= OCCLUDED}
+
+
 def subset_errors(run: dict) -> dict:
     """{subset: {method: mean error}} of one seed's test predictions."""
-    occ = run["test"]["meta"]["occlusion"]
-    masks = {"all": np.ones(len(occ), bool), "clean": occ < OCCLUDED, "occluded": occ >= OCCLUDED}
+    masks = subset_masks(run["test"]["meta"]["occlusion"])
     return {s: {name: float(e[m].mean()) if m.any() else float("nan") for name, e in run["test"]["frame_errors"].items()}
             for s, m in masks.items()}
 
@@ -90,9 +94,10 @@ def subset_sweeps(run: dict) -> dict:
     gate that knew the occlusion could gain at best (reference only, never used to choose)."""
     from keras_cadstn.evaluate import fixed_weight_sweep
     t = run["test"]
-    occ = t["meta"]["occlusion"]
+    masks = subset_masks(t["meta"]["occlusion"])
     out = {}
-    for subset, mask in (("clean", occ < OCCLUDED), ("occluded", occ >= OCCLUDED)):
+    for subset in ("clean", "occluded"):
+        mask = masks[subset]
         if mask.any():
             out[subset] = fixed_weight_sweep(t["gt"][mask], t["pred"]["Temporal"][mask], t["pred"]["Spatial"][mask])
     return out
@@ -170,8 +175,8 @@ def main(argv=None):
     table = {s: {m: spread([e[s][m] for e in per_seed]) for m in methods} for s in SUBSETS}
     diffs = {s: {f"{a} - {b}": paired_difference([e[s][a] for e in per_seed], [e[s][b] for e in per_seed])
                  for a, b in DIFFERENCES} for s in SUBSETS}
-    gate = {s: spread([float(r["test"]["gate_w1"][mask].mean()) if mask.any() else float("nan")
-                       for r in runs for mask in [(occ < OCCLUDED) if s == "clean" else (occ >= OCCLUDED)]])
+    masks = subset_masks(occ)
+    gate = {s: spread([float(r["test"]["gate_w1"][masks[s]].mean()) if masks[s].any() else float("nan") for r in runs])
             for s in ("clean", "occluded")}
     sweep_test = {w: spread([r["test"]["sweep"][w] for r in runs]) for w in runs[0]["test"]["sweep"]}
     sweeps = [subset_sweeps(r) for r in runs]

@@ -209,8 +209,12 @@ def predict_split(models: dict, pattern: str, seq_len: int, batch_size: int = 12
     (as papers evaluate). Frame models (input (B, M, M, 1)) see every frame; clip models
     (B, T, M, M, 1) see each sequence as in ``predict_sequence``."""
     crops, meta = read_test_split(pattern)
-    return (meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64),
-            predictions_mm(models, crops, meta, seq_len, batch_size), meta)
+    return ground_truth(meta), predictions_mm(models, crops, meta, seq_len, batch_size), meta
+
+
+def ground_truth(meta) -> np.ndarray:
+    """(N, K, 3) float64 joints in mm of records read with ``read_test_split``."""
+    return meta["joints_xyz"].reshape(len(meta["joints_xyz"]), -1, 3).astype(np.float64)
 
 
 def predictions_mm(models: dict, crops, meta, seq_len: int, batch_size: int = 128) -> dict:
@@ -249,7 +253,7 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
     sweep_val = fixed_weight_sweep(gt_v, pred_v["Temporal"], pred_v["Spatial"])
     w_val = min(sweep_val, key=sweep_val.get)
     crops, meta = read_test_split(os.path.join(records_dir, "test", "*.tfrecord"))
-    gt = meta["joints_xyz"].reshape(len(crops), -1, 3).astype(np.float64)
+    gt = ground_truth(meta)
     pred = predictions_mm(models, crops, meta, seq_len)
     pred["Fixed w (val)"] = w_val * pred["Temporal"] + (1 - w_val) * pred["Spatial"]
     gate = get_submodel(trained["fusion"], "gate_network")

@@ -80,15 +80,10 @@ def cache_dir() -> str:
 def step_artifact_path(bundle, backend: str, precision: str = "float32") -> str:
     """Where the exported step model of ``bundle`` for ``backend``/``precision`` lives in the cache,
     keyed by the content of the bundle's model file (a retrained bundle gets a new entry)."""
-    import hashlib
-
     from keras_cadstn.bundle import MODEL_FILE
-    h = hashlib.sha256()
-    with open(os.path.join(bundle.path, MODEL_FILE), "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    from keras_cadstn.data.tfrecord import file_sha256
     name = f"step_{precision}.tflite" if backend == "tflite" else "step.onnx"
-    return os.path.join(cache_dir(), "exports", h.hexdigest()[:20], name)
+    return os.path.join(cache_dir(), "exports", file_sha256(os.path.join(bundle.path, MODEL_FILE))[:20], name)
 
 
 def as_step(runner):
