@@ -123,6 +123,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     from keras_cadstn.evaluate import comparison_table, evaluate_stages, plot_comparison, save_results, spread
     from keras_cadstn.train import train_cadstn
 
+    if cfg.train.strategy == "multiworker":  # the demo evaluates and exports in every process it runs in
+        raise ConfigError("the demo runs on one machine; train on several with `cadstn train --strategy multiworker` "
+                          "(docs/distributed.md)")
     rec_dir, fmt = prepare_records(cfg)
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
     mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len,

@@ -7,6 +7,7 @@ killed run resumes inside the stage, at the optimizer's step), ``checkpoint.kera
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_cadstn import atomic, models
+from keras_cadstn.distributed import fit_distributed, worker_role
 from keras_cadstn.errors import ConfigError, DataError, TrainingError
 from keras_cadstn.models import CADSTNConfig
 
@@ -54,6 +56,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     temporal_init: str = "baseline_finetune"  # ours, measured: see README (the paper: scratch)
     mixed_precision: bool = False
+    # ``model.fit`` only (benchmarks/bench_train.py measures both): XLA, and steps per call into the
+    # compiled function (fewer returns to Python between small steps)
+    jit_compile: bool = False
+    steps_per_execution: int = 1
     strategy: str = "default"
     seed: int = 0
     deterministic: bool = False  # deterministic TF ops: one seed reproduces on one machine
@@ -67,7 +73,7 @@ class TrainConfig:
         for stage, n in self.steps.items():
             if stage not in STAGES or int(n) < 1:
                 raise ConfigError(f"steps: every stage must be one of {STAGES} with >= 1 step, got {stage}={n}")
-        for name in ("batch_size", "checkpoint_every", "decay_every"):
+        for name in ("batch_size", "checkpoint_every", "decay_every", "steps_per_execution"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
@@ -84,7 +90,8 @@ def get_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from keras_cadstn.distributed import cluster_resolver
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
     raise ConfigError(f"strategy must be one of {STRATEGIES}; got {name!r}")
 
 
@@ -117,8 +124,11 @@ class StepBackup(keras.callbacks.Callback):
 
 def restore_backup(model, path: str) -> int:
     """Load a stage's backup if there is one; returns the optimizer steps already done."""
-    if os.path.isfile(path):
+    # built with or without a backup: under a multi-worker strategy every worker creates the same
+    # variables in the same order (variable creation is a collective op), whatever it finds on disk
+    with model.distribute_strategy.scope():
         model.optimizer.build(model.trainable_variables)
+    if os.path.isfile(path):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ss]kipping variable loading.*")
             model.load_weights(path)
@@ -134,15 +144,10 @@ def fit_stage(model, train_ds, stage_dir: str, steps: int, cfg: TrainConfig, val
     after ``steps`` steps in total. Fails (``TrainingError``) when the data gives fewer steps, and
     (``DataError``) on a record with NaN or out-of-range values.
     """
-    import tensorflow as tf
-    from keras_cadstn.data.pipeline import BAD_RECORD
-
     os.makedirs(stage_dir, exist_ok=True)
     backup = os.path.join(stage_dir, BACKUP)
     done = restore_backup(model, backup)
-    if done > steps:
-        raise ConfigError(f"{stage_dir}: the backup is at step {done}, beyond the {steps} steps asked for; "
-                          f"ask for at least {done} or use another run folder")
+    check_resume_step(done, steps, stage_dir)
     period = min(cfg.checkpoint_every, steps)
     callbacks = [  # the CSV row of a period is written before its backup: a kill in between repeats
         # the row rather than losing it
@@ -154,44 +159,106 @@ def fit_stage(model, train_ds, stage_dir: str, steps: int, cfg: TrainConfig, val
     ]
     full, rest = divmod(steps - done, period)
     history = None
-    try:
-        if done < steps and not any(True for _ in train_ds.take(1)):
-            raise TrainingError(f"{stage_dir}: the training data gives no batch (no records, or every sequence "
-                                f"shorter than the clip length); nothing trained")
+    with record_errors():
         for epochs, per_epoch in ((full, period), (1 if rest else 0, rest)):
             if epochs and not model.stop_training:
                 first = int(model.optimizer.iterations.numpy()) // period
                 history = model.fit(train_ds, initial_epoch=first, epochs=first + epochs, steps_per_epoch=per_epoch,
                                     validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
+    if history is not None and model.stop_training and not np.all(np.isfinite(history.history.get("loss", [0.0]))):
+        raise TrainingError(f"{stage_dir}: loss became NaN/inf; training stopped, last backup kept in {backup} "
+                            f"(try a lower --lr)")
+    save_trained(model, stage_dir, steps)
+    return history
+
+
+def check_resume_step(done: int, steps: int, stage_dir: str) -> None:
+    if done > steps:
+        raise ConfigError(f"{stage_dir}: the backup is at step {done}, beyond the {steps} steps asked for; "
+                          f"ask for at least {done} or use another run folder")
+
+
+def check_gives_a_batch(dataset, stage_dir: str) -> None:
+    if not any(True for _ in dataset.take(1)):
+        raise TrainingError(f"{stage_dir}: the training data gives no batch (no records, or every sequence "
+                            f"shorter than the clip length); nothing trained")
+
+
+@contextlib.contextmanager
+def record_errors():
+    """A record that fails the reader's checks (NaN, out of range) as a ``DataError`` naming it."""
+    import tensorflow as tf
+    from keras_cadstn.data.pipeline import BAD_RECORD
+    try:
+        yield
     except tf.errors.InvalidArgumentError as e:
         if BAD_RECORD in e.message:
             what = e.message[e.message.index(BAD_RECORD):].splitlines()[0]
             raise DataError(what.replace("] [", " ").replace("[", "").replace("]", "")) from None
         raise
-    if history is not None and model.stop_training and not np.all(np.isfinite(history.history.get("loss", [0.0]))):
-        raise TrainingError(f"{stage_dir}: loss became NaN/inf; training stopped, last backup kept in {backup} "
-                            f"(try a lower --lr)")
+
+
+def save_trained(model, stage_dir: str, steps: int, is_chief: bool = True) -> None:
+    """``model.keras``, the mark of a finished stage, once the optimizer has done exactly ``steps``."""
+    from keras_cadstn.distributed import WorkerRole, written_by
     trained = int(model.optimizer.iterations.numpy())
     if trained != steps:
         raise TrainingError(f"{stage_dir}: trained {trained} of {steps} steps: the training data ran out "
                             f"(no records, or sequences shorter than the clip length?); nothing saved as trained")
-    _save_atomic(model, os.path.join(stage_dir, "model.keras"))
-    return history
+    with written_by(WorkerRole(None, 0, 1, is_chief), os.path.join(stage_dir, "model.keras"), ".keras") as path:
+        model.save(path)
 
 
-def _save_atomic(model, path):
-    with atomic.atomic_path(path, ".keras") as tmp:
-        model.save(tmp)
+# what each stage reads: single frames, or clips of T consecutive frames
+STAGE_MODE = {"baseline": "frames", "sliced3d": "frames", "spatial": "frames", "temporal": "sequences",
+              "fusion": "sequences"}
 
 
-def _dataset(pattern, mode, cfg: TrainConfig, mcfg: CADSTNConfig, output_names=None, training=True):
+def stage_batch_size(cfg: TrainConfig, mcfg: CADSTNConfig, stage: str) -> int:
+    """Examples per optimizer step: frames, or clips of T frames for the sequence stages."""
+    return max(cfg.batch_size // mcfg.seq_len, 1) if STAGE_MODE[stage] == "sequences" else cfg.batch_size
+
+
+def stage_input(pattern: str, stage: str, cfg: TrainConfig, mcfg: CADSTNConfig, training: bool = True,
+                batch_size: int | None = None, num_shards: int = 1, shard_index: int = 0):
+    """The dataset a stage trains (or validates) on; ``num_shards``/``shard_index``: a worker's share."""
     from keras_cadstn.data.pipeline import InputConfig, make_dataset
-    seq = mode == "sequences"
+    seq = STAGE_MODE[stage] == "sequences"
     return make_dataset(pattern, InputConfig(
-        mode=mode, seq_len=mcfg.seq_len, batch_size=max(cfg.batch_size // mcfg.seq_len, 1) if seq else cfg.batch_size,
+        mode=STAGE_MODE[stage], seq_len=mcfg.seq_len, batch_size=batch_size or stage_batch_size(cfg, mcfg, stage),
         augment=cfg.augment and training, shuffle=cfg.shuffle and training, repeat=training, seed=cfg.seed,
         window_shift=max(mcfg.seq_len // 4, 1) if (seq and training) else None, drop_remainder=training,
-        output_names=tuple(output_names) if output_names else None))
+        output_names=tuple(models.LOSS_WEIGHTS) if stage == "spatial" else None, num_shards=num_shards,
+        shard_index=shard_index))
+
+
+def build_stage(stage: str, mcfg: CADSTNConfig, cfg: TrainConfig, strategy=None, baseline=None, spatial=None,
+                temporal=None):
+    """A stage's network, compiled with its losses and optimizer in ``strategy``'s scope. ``baseline``
+    initialises the temporal encoder (unless ``cfg.temporal_init`` is scratch); fusion needs the
+    trained ``spatial`` and ``temporal`` networks."""
+    import tensorflow as tf
+    with (strategy or tf.distribute.get_strategy()).scope():
+        if stage == "baseline":
+            model = models.build_baseline_network(mcfg)
+        elif stage == "sliced3d":
+            model = models.build_sliced3d_network(mcfg)
+        elif stage == "spatial":
+            model = models.build_spatial_network(mcfg)
+        elif stage == "temporal":
+            model = models.build_temporal_network(mcfg)
+            if baseline is not None and cfg.temporal_init != "scratch":
+                models.init_encoder_from_baseline(model, baseline, freeze=cfg.temporal_init == "baseline_frozen")
+        elif stage == "fusion":
+            model = models.build_fusion_network(spatial, temporal, mcfg)
+        else:
+            raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        spatial_outputs = stage == "spatial"
+        model.compile(optimizer=make_optimizer(cfg, cfg.steps.get(stage, 1), stage),
+                      loss={k: "mse" for k in models.LOSS_WEIGHTS} if spatial_outputs else "mse",
+                      loss_weights=models.LOSS_WEIGHTS if spatial_outputs else None, jit_compile=cfg.jit_compile,
+                      steps_per_execution=cfg.steps_per_execution)
+    return model
 
 
 def load_stage(run_dir: str, stage: str, steps: int | None = None):
@@ -240,42 +307,39 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
         raise ConfigError(f"this stage needs the trained {stage} stage: train it in the same run "
                           f"(--stages {stage} ...) or first, into {run_dir}")
 
-    def run(stage, build, mode, loss, output_names=None, pattern=train_pattern):
+    def run(stage, pattern=train_pattern, **prerequisites):
         final = os.path.join(run_dir, stage, "model.keras")
         if os.path.isfile(final):
             logger.info("[%s] already trained: loading %s", stage, final)
             return load_stage(run_dir, stage, cfg.steps[stage])
         print(f"[{stage}] training {cfg.steps[stage]} steps", flush=True)
-        with strategy.scope():
-            model = build()
-            model.compile(optimizer=make_optimizer(cfg, cfg.steps[stage], stage), loss=loss,
-                          loss_weights=models.LOSS_WEIGHTS if output_names else None)
-        val = _dataset(val_pattern, mode, cfg, mcfg, output_names, training=False) if val_pattern else None
-        fit_stage(model, _dataset(pattern, mode, cfg, mcfg, output_names), os.path.join(run_dir, stage),
-                  cfg.steps[stage], cfg, val)
+        model = build_stage(stage, mcfg, cfg, strategy, **prerequisites)
+        val = stage_input(val_pattern, stage, cfg, mcfg, training=False) if val_pattern else None
+        stage_dir = os.path.join(run_dir, stage)
+
+        def worker_input(batch_size=None, num_shards=1, shard_index=0):
+            return stage_input(pattern, stage, cfg, mcfg, batch_size=batch_size, num_shards=num_shards,
+                               shard_index=shard_index)
+        with record_errors():  # on a dataset of its own: training starts on a fresh shuffle either way
+            check_gives_a_batch(worker_input(), stage_dir)
+        if cfg.strategy != "multiworker":
+            fit_stage(model, worker_input(), stage_dir, cfg.steps[stage], cfg, val)
+            return model
+        os.makedirs(stage_dir, exist_ok=True)
+        with record_errors():
+            fit_distributed(model, worker_input, stage_batch_size(cfg, mcfg, stage), stage_dir, cfg.steps[stage],
+                            cfg.checkpoint_every, strategy, val, verbose=cfg.verbose not in (0, "0"))
+        save_trained(model, stage_dir, cfg.steps[stage], worker_role(strategy).is_chief)
         return model
 
     for stage in STAGES:
         if stage not in stages:
             continue
-        if stage == "baseline":
-            trained[stage] = run(stage, lambda: models.build_baseline_network(mcfg), "frames", "mse")
-        elif stage == "sliced3d":
-            trained[stage] = run(stage, lambda: models.build_sliced3d_network(mcfg), "frames", "mse")
-        elif stage == "spatial":
-            trained[stage] = run(stage, lambda: models.build_spatial_network(mcfg), "frames",
-                                 {k: "mse" for k in models.LOSS_WEIGHTS}, output_names=list(models.LOSS_WEIGHTS))
-        elif stage == "temporal":
-            baseline = prerequisite("baseline") if cfg.temporal_init != "scratch" else None
-
-            def build_temporal():
-                t = models.build_temporal_network(mcfg)
-                if baseline is not None:
-                    models.init_encoder_from_baseline(t, baseline, freeze=cfg.temporal_init == "baseline_frozen")
-                return t
-            trained[stage] = run(stage, build_temporal, "sequences", "mse")
+        if stage == "temporal":
+            trained[stage] = run(stage, baseline=prerequisite("baseline") if cfg.temporal_init != "scratch" else None)
         elif stage == "fusion":
-            spatial, temporal = prerequisite("spatial"), prerequisite("temporal")
-            trained[stage] = run(stage, lambda: models.build_fusion_network(spatial, temporal, mcfg), "sequences", "mse",
-                                 pattern=fusion_pattern or train_pattern)
+            trained[stage] = run(stage, pattern=fusion_pattern or train_pattern, spatial=prerequisite("spatial"),
+                                 temporal=prerequisite("temporal"))
+        else:
+            trained[stage] = run(stage)
     return trained

@@ -169,6 +169,12 @@ class InputConfig:
     a dict with the same joints under each name (multi-output models). ``include_meta`` adds centre,
     cube, joints in mm, ids and occlusion for mapping predictions back to mm and splitting results.
     Without ``shuffle`` frames come in recorded order; with it, shards are interleaved.
+
+    ``num_shards`` / ``shard_index``: this input pipeline's share of every global batch (multi-worker
+    training). Every pipeline reads the same stream; element ``i`` goes to pipeline ``i % num_shards``,
+    after shuffling and after each element's augmentation seed is drawn, so ``num_shards`` pipelines
+    with ``batch_size`` B/N together give exactly the elements of one pipeline's batches of B, with
+    the same augmentation. Reading, not decoding or augmenting, is repeated on every pipeline.
     """
 
     mode: str = "frames"
@@ -187,22 +193,26 @@ class InputConfig:
     include_meta: bool = False
     on_corrupt: str = "raise"  # or "skip": read what is intact of a damaged shard
     verify_checksums: bool = True
+    num_shards: int = 1
+    shard_index: int = 0
 
     def __post_init__(self):
         if self.mode not in ("frames", "sequences"):
             raise ConfigError(f"mode must be 'frames' or 'sequences', got {self.mode!r}")
-        for name in ("seq_len", "batch_size", "shuffle_buffer"):
+        for name in ("seq_len", "batch_size", "shuffle_buffer", "num_shards"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.on_corrupt not in ("raise", "skip"):
             raise ConfigError(f"on_corrupt must be 'raise' or 'skip', got {self.on_corrupt!r}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ConfigError(f"shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
 
 
 def make_dataset(pattern: str, config: InputConfig | None = None, **changes):
     """Stream pre-processed shards as ``(crops, joints)`` (or ``(crops, joints, meta)``); see
     ``InputConfig`` (``changes`` replace its fields). The dataset is deterministic for a given seed
-    and starts from the file list, so tf.distribute's FILE auto-shard policy applies. Refuses an
-    unfinished conversion and shards that fail their checksum.
+    (multi-worker training relies on it: see ``num_shards``). Refuses an unfinished conversion and
+    shards that fail their checksum.
     """
     cfg = dataclasses.replace(config or InputConfig(), **changes)
     files = list_shards(pattern)
@@ -234,11 +244,14 @@ def make_dataset(pattern: str, config: InputConfig | None = None, **changes):
                         seed=cfg.seed, reshuffle_each_iteration=True)
     if cfg.repeat:
         ds = ds.repeat()
-    if cfg.augment or cfg.random_affine is not None:
-        rng = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, rng)).map(
-            lambda ex, s: augment_example(ex, s, size, paper=cfg.augment, affine=cfg.random_affine),
-            num_parallel_calls=AUTOTUNE, deterministic=True)
+    augmented = cfg.augment or cfg.random_affine is not None
+    if augmented:  # each element's seed is drawn before sharding: a shard augments as the whole would
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)))
+    if cfg.num_shards > 1:
+        ds = ds.shard(cfg.num_shards, cfg.shard_index)
+    if augmented:
+        ds = ds.map(lambda ex, s: augment_example(ex, s, size, paper=cfg.augment, affine=cfg.random_affine),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def to_model(ex):
         joints = tf.reshape(ex["joints"], tf.concat([tf.shape(ex["joints"])[:-2], [3 * k]], 0))
