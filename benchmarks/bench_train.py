@@ -89,19 +89,23 @@ def time_input(dataset, warmup, steps):
     return clock.stop()
 
 
-def bench_config(name, pattern, steps, warmup, jit=False, steps_per_execution=1):
+def bench_config(name, pattern, steps, warmup, jit=False, steps_per_execution=1, stages=None):
     import keras
     from keras_cadstn.models import CADSTNConfig
     from keras_cadstn.train import STAGES, TrainConfig, build_stage, stage_input
     size = CONFIGS[name]
     mcfg = CADSTNConfig(image_size=size["image_size"])
     tcfg = TrainConfig(batch_size=size["batch_size"], jit_compile=jit, steps_per_execution=steps_per_execution)
+    # whole executions only: a last, shorter one would be traced anew inside the timed steps
+    warmup, steps = (-(-n // steps_per_execution) * steps_per_execution for n in (warmup, steps))
     built, rows = {}, []
     for stage in STAGES:
         keras.utils.set_random_seed(0)
         model = build_stage(stage, mcfg, tcfg, baseline=built.get("baseline"), spatial=built.get("spatial"),
                             temporal=built.get("temporal"))
         built[stage] = model
+        if stages and stage not in stages:
+            continue
         train_wall, train_cpu, timed = time_training(model, stage_input(pattern, stage, tcfg, mcfg), warmup, steps)
         input_wall, input_cpu = time_input(stage_input(pattern, stage, tcfg, mcfg), warmup, steps)
         train_fps = frames_per_batch(stage, tcfg, mcfg) * timed / train_wall
@@ -136,9 +140,10 @@ def run_variant(variant, args, workdir):
         extra = ["--steps-per-execution", variant.split("=", 1)[1]]
     elif variant != "default":
         raise SystemExit(f"bench_train.py: error: unknown variant {variant!r}")
+    stages = ["--stages", *args.stages] if args.stages else []
     out = subprocess.run([sys.executable, __file__, "--configs", "demo", "--steps", str(args.steps), "--warmup",
-                          str(args.warmup), "--workdir", workdir, "--json"] + extra, env=env, capture_output=True,
-                         text=True)
+                          str(args.warmup), "--workdir", workdir, "--json"] + stages + extra, env=env,
+                         capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench_train.py: error: variant {variant} failed: {out.stderr[-2000:]}")
     rows = json.loads(out.stdout.strip().splitlines()[-1])
@@ -152,6 +157,7 @@ def main():
     p.add_argument("--configs", nargs="*", default=["demo", "paper"], choices=sorted(CONFIGS))
     p.add_argument("--steps", type=int, default=8, help="timed steps per stage")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, buffers)")
+    p.add_argument("--stages", nargs="*", help="time only these stages (default: all five)")
     p.add_argument("--variants", nargs="*", default=[], help="threads=INTRA:INTER, jit, mixed, spe=N, default")
     p.add_argument("--workdir", help="keeps the synthetic records between runs (default: a temporary folder)")
     p.add_argument("--jit", action="store_true")
@@ -168,7 +174,8 @@ def main():
         rows = []
         for name in args.configs:
             pattern = make_records(workdir, CONFIGS[name]["image_size"])
-            rows += bench_config(name, pattern, args.steps, args.warmup, args.jit, args.steps_per_execution)
+            rows += bench_config(name, pattern, args.steps, args.warmup, args.jit, args.steps_per_execution,
+                                 args.stages)
         if args.json:
             print(json.dumps(rows))
             return

@@ -129,6 +129,28 @@ def cmd_demo(args):
     run_demo(cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg, export=not args.no_export)
 
 
+def cmd_track(args):
+    from keras_cadstn.bundle import load_bundle
+    from keras_cadstn.sources import open_source, parse_camera
+    from keras_cadstn.tracking import HandTracker, track_stream
+    if not (args.jsonl or args.video or args.show):
+        from keras_cadstn.errors import ConfigError
+        raise ConfigError("nothing to write: give --jsonl FILE, --video FILE and/or --show")
+    bundle = load_bundle(args.bundle)  # before the camera is opened: a bad bundle fails fast
+    with open_source(args.source, parse_camera(args.camera) if args.camera else None) as source:
+        bundle = bundle.with_camera(source.camera)
+        model_path = None
+        if args.backend != "keras":  # exported and verified once, into the cache (not the bundle)
+            from keras_cadstn.export import export_step
+            model_path = export_step(bundle, args.backend, args.precision)
+        tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, model_path=model_path)
+        stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,
+                             max_frames=args.frames)
+    print(f"{stats['frames']} frames{' (stopped by Ctrl-C)' if stats['interrupted'] else ''}, hand found in "
+          f"{stats['found']}; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
+          + "".join(f"; {kind} {path}" for kind, path in (("jsonl", args.jsonl), ("video", args.video)) if path))
+
+
 # ----------------------------------------------------------------------------- flags
 
 def add_demo_arguments(d):
@@ -217,6 +239,22 @@ def _export(x):
     x.add_argument("--no-saved-model", action="store_true")
 
 
+def _track(t):
+    from keras_cadstn.export import PRECISIONS
+    from keras_cadstn.sources import SOURCE_KINDS
+    from keras_cadstn.tracking import BACKENDS
+    t.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
+    t.add_argument("--source", required=True, help=" | ".join(SOURCE_KINDS))
+    t.add_argument("--backend", choices=BACKENDS, default="keras")
+    t.add_argument("--precision", choices=PRECISIONS, default="float32", help="TFLite: the step model's precision")
+    t.add_argument("--jsonl", help="one JSON line per frame: frame, timestamp, found, joints_mm (camera mm)")
+    t.add_argument("--video", help="depth with the skeleton, fps and found/lost (.mp4 or .avi)")
+    t.add_argument("--show", action="store_true", help="a live window (needs OpenCV with a GUI and a display)")
+    t.add_argument("--frames", type=positive_int, help="stop after this many frames (default: the whole source)")
+    t.add_argument("--camera", help="pngs: fx,fy,cx,cy,width,height[,depth_unit_mm] (default: the folder's "
+                                    "camera.json)")
+
+
 # name -> (help, add flags, run)
 COMMANDS = {
     "synth": ("write synthetic depth-hand sequences in the NYU on-disk format", _synth, cmd_synth),
@@ -224,6 +262,7 @@ COMMANDS = {
     "train": ("train CADSTN's stages (Algorithm 1) on converted TFRecords", _train, cmd_train),
     "eval": ("compare results files against ground truth: table + plots", _eval, cmd_eval),
     "export": ("SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle", _export, cmd_export),
+    "track": ("track a hand live from a depth camera, a recording or a folder of frames", _track, cmd_track),
     "demo": ("the whole path: synthetic data by default (no download needed)", add_demo_arguments, cmd_demo),
 }
 

@@ -19,7 +19,7 @@ from keras_cadstn.train import STAGES, TrainConfig
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
 DEMO_TRAINING = TrainConfig(
     steps={"baseline": 500, "sliced3d": 500, "spatial": 500, "temporal": 1000, "fusion": 200},
-    batch_size=64, checkpoint_every=100, schedule="cosine", fusion_learning_rate=3e-4, verbose=2)
+    batch_size=64, checkpoint_every=250, schedule="cosine", fusion_learning_rate=3e-4, verbose=2)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,14 +7,16 @@ from keras_cadstn.data import nyu
 from keras_cadstn.data.synthetic import SequenceRenderer, write_synthetic_nyu
 
 
-def test_deterministic_for_a_seed(tmp_path):
-    for name in ("a", "b"):
-        write_synthetic_nyu(str(tmp_path / name), frames_per_sequence=3, train_sequences=1,
-                            test_sequences=1, seed=5, progress=False)
+def test_deterministic_for_a_seed_in_one_process_or_several(tmp_path):
+    for name, workers in (("a", 1), ("b", 2)):
+        write_synthetic_nyu(str(tmp_path / name), frames_per_sequence=3, train_sequences=2,
+                            test_sequences=1, seed=5, progress=False, workers=workers)
     digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()  # noqa: E731
-    for i in range(3):
+    for i in range(6):
         assert digest(nyu.depth_path(str(tmp_path / "a" / "train"), i)) == \
             digest(nyu.depth_path(str(tmp_path / "b" / "train"), i))
+    for name in ("joint_data.mat", "occlusion.txt", "sequence_starts.txt"):
+        assert digest(str(tmp_path / "a" / "train" / name)) == digest(str(tmp_path / "b" / "train" / name))
     d0 = nyu.read_depth(nyu.depth_path(str(tmp_path / "a" / "train"), 0))
     d1 = nyu.read_depth(nyu.depth_path(str(tmp_path / "a" / "test"), 0))
     assert not np.array_equal(d0, d1)  # other sequences move differently

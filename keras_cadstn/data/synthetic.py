@@ -343,40 +343,63 @@ class SequenceRenderer:
 
 def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequences: int = 4,
                         test_sequences: int = 2, seed: int = 0, config: SynthConfig = SynthConfig(),
-                        progress: bool = True) -> dict:
+                        progress: bool = True, workers: int | None = None) -> dict:
     """Write ``<out>/train`` and ``<out>/test`` in the NYU format; returns frame counts.
 
     Besides NYU's files each split gets ``sequence_starts.txt`` and ``occlusion.txt`` (the fraction
     of the hand lost per frame; all 0 without ``config.events``), which the NYU importer reads.
-    Seeded and deterministic. Resumable: a PNG already present is kept (PNGs are written atomically),
-    and the labels are written last, so a folder with ``joint_data.mat`` is complete.
+    Seeded and deterministic: each sequence has its own seed, so ``workers`` processes (default:
+    one per CPU) write the same files as one. Resumable: a PNG already present is kept (PNGs are
+    written atomically), and the labels are written last, so a folder with ``joint_data.mat`` is
+    complete.
     """
     from keras_cadstn.data import nyu
 
     counts = {}
     splits = {"train": range(train_sequences), "test": range(train_sequences, train_sequences + test_sequences)}
-    for split, seqs in splits.items():
-        split_dir = os.path.join(out_dir, split)
-        os.makedirs(split_dir, exist_ok=True)
-        n = frames_per_sequence * len(seqs)
-        joints_uvd = np.zeros((n, 36, 3))
-        occlusion = np.zeros(n)
-        bar = _progress(n, f"synth {split}", progress)
-        for k, seq in enumerate(seqs):
-            renderer = SequenceRenderer(seed * 1000 + seq, config)
-            for t in range(frames_per_sequence):
-                i = k * frames_per_sequence + t
-                depth, joints = renderer.render(t)  # rendered even when the PNG exists: keeps the RNG in step
-                joints_uvd[i] = config.camera.xyz_to_uvd(joints)
-                occlusion[i] = renderer.last_occlusion
-                path = nyu.depth_path(split_dir, i)
-                if not os.path.isfile(path):
-                    nyu.write_depth(path, depth / config.camera.depth_unit_mm)
-                bar.update(1)
-        bar.close()
-        nyu.write_labels(split_dir, joints_uvd, [k * frames_per_sequence for k in range(len(seqs))], occlusion)
-        counts[split] = n
+    workers = min(workers or os.cpu_count() or 1, max(train_sequences, test_sequences, 1))
+    pool = None
+    if workers > 1:
+        import concurrent.futures
+        import multiprocessing
+        # spawn: the caller may have started TensorFlow's threads, which a fork would copy half-way
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for split, seqs in splits.items():
+            split_dir = os.path.join(out_dir, split)
+            os.makedirs(split_dir, exist_ok=True)
+            n = frames_per_sequence * len(seqs)
+            joints_uvd, occlusion = np.zeros((n, 36, 3)), np.zeros(n)
+            bar = _progress(n, f"synth {split}", progress)
+            jobs = [(split_dir, seed * 1000 + seq, k * frames_per_sequence, frames_per_sequence, config)
+                    for k, seq in enumerate(seqs)]
+            done = pool.map(_write_sequence, jobs) if pool else (_write_sequence(job) for job in jobs)
+            for (_, _, first, count, _), (uvd, occ) in zip(jobs, done):
+                joints_uvd[first:first + count], occlusion[first:first + count] = uvd, occ
+                bar.update(count)
+            bar.close()
+            nyu.write_labels(split_dir, joints_uvd, [k * frames_per_sequence for k in range(len(seqs))], occlusion)
+            counts[split] = n
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return counts
+
+
+def _write_sequence(job) -> tuple:
+    """Render one sequence into NYU PNGs numbered from ``first``; returns (joints uvd, occlusion)."""
+    from keras_cadstn.data import nyu
+    split_dir, sequence_seed, first, count, config = job
+    renderer = SequenceRenderer(sequence_seed, config)
+    joints_uvd, occlusion = np.zeros((count, 36, 3)), np.zeros(count)
+    for t in range(count):
+        depth, joints = renderer.render(t)  # rendered even when the PNG exists: keeps the RNG in step
+        joints_uvd[t] = config.camera.xyz_to_uvd(joints)
+        occlusion[t] = renderer.last_occlusion
+        path = nyu.depth_path(split_dir, first + t)
+        if not os.path.isfile(path):
+            nyu.write_depth(path, depth / config.camera.depth_unit_mm)
+    return joints_uvd, occlusion
 
 
 def _progress(total, desc, enabled):
