@@ -41,7 +41,8 @@ def config(args):
         return DemoConfig(workdir=workdir, frames_per_sequence=32, train_sequences=3, val_sequences=1,
                           test_sequences=1, image_size=32, seq_len=4, seeds=args.seeds or 2, train=train,
                           network=(("fc_units", 32), ("lstm_units", 16)))
-    cfg = DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4, test_sequences=4,
+    cfg = DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4,
+                     test_sequences=args.test_sequences,
                      image_size=args.image_size, seeds=args.seeds or 3,
                      train=dataclasses.replace(DEMO_TRAINING, verbose=0, temporal_init=args.temporal_init[0]))
     return cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg
@@ -137,6 +138,9 @@ def main(argv=None):
                         "fusion stages (same Baseline/Sliced-3D/Spatial runs) and are compared with the first, paired by seed")
     p.add_argument("--fusion-data", choices=("train", "val"), default="val",
                    help="records the gate trains on: the training split (the paper) or the validation split")
+    p.add_argument("--test-sequences", type=int, default=16,
+                   help="test sequences of 80 frames (their seeds follow the training and validation ones, so more "
+                        "test sequences leave the training data and trained runs as they are)")
     p.add_argument("--quick", action="store_true", help="tiny configuration for smoke tests")
     args = p.parse_args(argv)
     start = time.time()

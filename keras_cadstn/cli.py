@@ -50,7 +50,7 @@ def _defaults(cls) -> dict:
 def cmd_synth(args):
     from keras_cadstn.data.synthetic import SynthConfig, write_synthetic_nyu
     counts = write_synthetic_nyu(args.out, frames_per_sequence=args.frames, train_sequences=args.sequences,
-                                 test_sequences=args.test_sequences, seed=args.seed, config=SynthConfig(events=args.events))
+                                 test_sequences=args.test_sequences, seed=args.seed, config=SynthConfig(events=args.events, person=args.person))
     print(f"wrote NYU-format synthetic data to {args.out}: {counts}")
 
 
@@ -179,6 +179,8 @@ def _synth(s):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--events", action=argparse.BooleanOptionalAction, default=True,
                    help="occluders, depth drop-out bursts, near-range loss and fast motion (default on)")
+    s.add_argument("--person", action="store_true",
+                   help="a person behind the hand (torso, head, arms) and sometimes an object beside it")
     s.add_argument("--out", required=True)
 
 

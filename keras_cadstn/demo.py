@@ -81,6 +81,8 @@ def prepare_records(cfg: DemoConfig) -> tuple:
     from keras_cadstn.data.tfrecord import convert_split, read_manifest
 
     fmt, root = cfg.source()
+    if cfg.data == "synthetic":
+        _check_synthetic_matches(cfg, root)
     if cfg.data == "synthetic" and not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
         from keras_cadstn.data.synthetic import write_synthetic_nyu
         print(f"generating synthetic NYU-format data in {root}")
@@ -91,13 +93,34 @@ def prepare_records(cfg: DemoConfig) -> tuple:
     todo = [s for s in ("train", "val", "test")
             if not (os.path.isfile(os.path.join(rec_dir, s, "manifest.json"))
                     and read_manifest(os.path.join(rec_dir, s)).get("complete"))]
-    if todo:
-        splits = dict(zip(("train", "val"), hold_out(load_split(fmt, root, "train"),
-                                                     cfg.val_sequences if cfg.data == "synthetic" else None)))
-        for name in todo:
-            convert_split(splits.get(name) or load_split(fmt, root, name), os.path.join(rec_dir, name),
-                          shards=4 if name == "train" else 1, image_size=cfg.image_size)
+    splits = dict(zip(("train", "val"), hold_out(load_split(fmt, root, "train"),
+                                                 cfg.val_sequences if cfg.data == "synthetic" else None)))
+    for name in ("train", "val", "test"):
+        split = splits.get(name) or load_split(fmt, root, name)
+        if name in todo:
+            convert_split(split, os.path.join(rec_dir, name), shards=4 if name == "train" else 1,
+                          image_size=cfg.image_size)
+            continue
+        made = read_manifest(os.path.join(rec_dir, name))
+        if int(made["num_frames"]) != len(split):  # records of another split (other --val/test counts)
+            raise ConfigError(f"{os.path.join(rec_dir, name)}: records of {made['num_frames']} frames, this configuration's "
+                              f"{name} split has {len(split)}; use another --workdir or delete that folder")
     return rec_dir, fmt
+
+
+def _check_synthetic_matches(cfg: DemoConfig, root: str) -> None:
+    """Synthetic data already in the workdir must be what this configuration would generate: a
+    resumed generation keeps the PNGs it finds, which belong to other sequences if the counts changed."""
+    from keras_cadstn.data import nyu
+    for split, sequences in (("train", cfg.train_sequences + cfg.val_sequences), ("test", cfg.test_sequences)):
+        starts = os.path.join(root, split, nyu.SEQUENCE_STARTS_FILE)
+        if os.path.isfile(starts):
+            found = [int(line) for line in open(starts).read().split()]
+            wanted = [k * cfg.frames_per_sequence for k in range(sequences)]
+            if found != wanted:
+                raise ConfigError(f"{os.path.join(root, split)} holds synthetic sequences starting at {found[:4]}... "
+                                  f"({len(found)} sequences); this configuration makes {sequences} of "
+                                  f"{cfg.frames_per_sequence} frames: use another --workdir or delete {root}")
 
 
 def tracker_errors(bundle, cfg: DemoConfig) -> dict:

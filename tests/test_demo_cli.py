@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import numpy as np
@@ -77,6 +78,19 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
     from keras_cadstn import load_bundle
     assert load_bundle(res["bundle"]).image_size == 32
+
+
+def test_demo_data_made_with_other_counts_is_refused_not_reused(tmp_path):
+    from keras_cadstn.demo import prepare_records
+    from keras_cadstn.errors import ConfigError
+    cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=8, train_sequences=2, val_sequences=1,
+                     test_sequences=1, image_size=32)
+    prepare_records(cfg)
+    assert prepare_records(cfg)[0] == str(tmp_path / "records_32")  # the same configuration: reused
+    with pytest.raises(ConfigError, match="makes 2 of 8 frames"):
+        prepare_records(dataclasses.replace(cfg, test_sequences=2))  # the PNGs on disk are other sequences
+    with pytest.raises(ConfigError, match="records of 16 frames.*train split has 8"):
+        prepare_records(dataclasses.replace(cfg, train_sequences=1, val_sequences=2))  # same sequences, other split
 
 
 def test_eval_cli_prints_the_table_and_writes_plots(tmp_path, capsys, rng):

@@ -46,3 +46,29 @@ def test_motion_is_smooth_and_within_range():
     assert (palms[:, 2] > 400).all() and (palms[:, 2] < 800).all()
     uvd = NYU_CAMERA.xyz_to_uvd(palms)
     assert ((uvd[:, 0] > 0) & (uvd[:, 0] < 640) & (uvd[:, 1] > 0) & (uvd[:, 1] < 480)).all()
+
+
+def test_a_person_behind_the_hand():
+    """person=True: the same hand (its own random stream), a body 150-400 mm behind the palm, and the
+    scene without the hand for "no hand" checks."""
+    from keras_cadstn.data.synthetic import SynthConfig
+    checked = 0
+    for seed in range(20):
+        alone, scene = SequenceRenderer(seed, SynthConfig()), SequenceRenderer(seed, SynthConfig(person=True))
+        person = scene.person
+        assert person is not None and 150.0 <= person.behind <= 400.0
+        if person.furniture is not None or person.raised:
+            continue  # an object or the raised arm may come nearer than the torso
+        for t in (0, 30):
+            _, joints = alone.render(t)
+            depth, joints_p = scene.render(t)
+            np.testing.assert_allclose(joints_p, joints)
+            palm = joints[32]
+            empty, _ = scene.render(t, hand=False)
+            body = empty[empty < 1200]
+            assert body.size > 20000  # torso, head and arms fill a good part of the image
+            assert body.min() >= palm[2] + 150.0 - 1.0 and np.percentile(body, 1) <= palm[2] + 400.0 + 60.0
+            u, v, _ = NYU_CAMERA.xyz_to_uvd(palm)
+            assert depth[int(v), int(u)] < palm[2] + 50.0  # the hand in front of it
+        checked += 1
+    assert checked >= 3

@@ -55,6 +55,14 @@ class SynthConfig:
     dropout_bursts_per_100_frames: float = 1.5  # each 2-10 frames, a disc of 15-35 mm over a joint
     near_limit_per_100_frames: float = 0.5  # each 10-30 frames, depth nearer than palm - 30 mm lost
     speeds: tuple = (1.0, 1.0, 2.0, 3.0)  # motion speed of a sequence, drawn once
+    # The person behind the hand, as in NYU and ICVL recordings (ours, for the localiser): torso and
+    # head ``person_behind_mm`` behind the palm, the upper arm joining the forearm to the shoulder,
+    # the other arm hanging or (in a fraction of sequences) raised, and in some sequences an object
+    # at the hand's depth or nearer, beside it.
+    person: bool = False
+    person_behind_mm: tuple = (150.0, 400.0)
+    other_arm_raised: float = 0.3
+    furniture: float = 0.3
 
 
 def _rotation(roll, yaw, pitch):
@@ -199,6 +207,76 @@ def render_depth(centres: np.ndarray, radii: np.ndarray, camera: Camera, backgro
     return depth[pad:pad + h, pad:pad + w].copy()
 
 
+def render_ellipsoid(centre, semi_axes, camera: Camera, depth: np.ndarray) -> np.ndarray:
+    """The nearest surface of an axis-aligned ellipsoid (camera mm) over ``depth``, in place."""
+    h, w = depth.shape
+    vv, uu = np.mgrid[0:h, 0:w]
+    ray = np.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, np.ones((h, w))], -1)
+    a, c = ray / semi_axes, np.asarray(centre, float) / semi_axes  # t * ray on the surface: |t a - c| = 1
+    qa, qb, qc = (a * a).sum(-1), -2.0 * (a @ c), c @ c - 1.0
+    disc = qb * qb - 4 * qa * qc
+    t = np.where(disc >= 0, (-qb - np.sqrt(np.maximum(disc, 0.0))) / (2 * qa), np.inf)
+    np.minimum(depth, np.where(t > 0, t, np.inf).astype(np.float32), out=depth)
+    return depth
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """One sequence's person: where the body sits relative to the hand and what else is in view."""
+
+    behind: float  # torso front behind the palm, mm
+    offset: np.ndarray  # torso centre relative to the hand's mean position (x, y), mm
+    side: float  # +1: the tracked hand's shoulder on +x
+    raised: bool  # the other arm raised beside the head
+    furniture: tuple | None  # (depth relative to the palm, lateral distance, width, height) mm
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, config: SynthConfig) -> "Person":
+        furniture = None
+        if rng.random() < config.furniture:
+            furniture = (rng.uniform(-120.0, 40.0), rng.choice([-1.0, 1.0]) * rng.uniform(200.0, 320.0),
+                         rng.uniform(150.0, 350.0), rng.uniform(150.0, 400.0))
+        return cls(rng.uniform(*config.person_behind_mm), np.array([rng.uniform(-80, 80), rng.uniform(180, 300)]),
+                   rng.choice([-1.0, 1.0]), bool(rng.random() < config.other_arm_raised), furniture)
+
+    def scene(self, palm: np.ndarray, elbow: np.ndarray | None, camera: Camera, wall: np.ndarray) -> np.ndarray:
+        """The depth (mm) behind and beside the hand: wall, torso, head, arms, furniture.
+        ``elbow``: where the hand's forearm ends (None: no hand in view; both arms hang)."""
+        depth = wall.copy()
+        torso_depth = 110.0
+        torso = np.array([self.offset[0], palm[1] + self.offset[1], palm[2] + self.behind + torso_depth])
+        render_ellipsoid(torso, np.array([170.0, 260.0, torso_depth]), camera, depth)
+        centres, radii = [], []
+
+        def capsule(a, b, r0, r1):
+            n = max(2, int(np.ceil(np.linalg.norm(b - a) / (0.5 * min(r0, r1)))) + 1)
+            t = np.linspace(0, 1, n)[:, None]
+            centres.append(a + t * (b - a))
+            radii.append(r0 + t[:, 0] * (r1 - r0))
+        centres.append(torso[None] + [[0.0, -370.0, -torso_depth + 95.0]])  # head, its face at the chest's depth
+        radii.append(np.array([95.0]))
+        for side in (self.side, -self.side):
+            shoulder = torso + [side * 165.0, -210.0, -40.0]
+            if side == self.side and elbow is not None:
+                capsule(shoulder, elbow, 50.0, 42.0)
+            elif side != self.side and self.raised:
+                hand_up = shoulder + [side * 90.0, -420.0, -80.0]
+                capsule(shoulder, hand_up, 45.0, 32.0)
+            else:
+                elbow_down = shoulder + [side * 25.0, 290.0, -10.0]
+                capsule(shoulder, elbow_down, 45.0, 40.0)
+                capsule(elbow_down, elbow_down + [0.0, 260.0, -60.0], 40.0, 30.0)
+        depth = render_depth(np.concatenate(centres), np.concatenate(radii), camera, depth)
+        if self.furniture is not None:  # a box face beside the hand, at its depth or nearer
+            dz, dx, width, height = self.furniture
+            z = palm[2] + dz
+            x0, y0 = palm[0] + dx - width / 2, palm[1] - height / 3
+            u0, u1 = (int(np.clip(camera.cx + camera.fx * x / z, 0, camera.width)) for x in (x0, x0 + width))
+            v0, v1 = (int(np.clip(camera.cy + camera.fy * y / z, 0, camera.height)) for y in (y0, y0 + height))
+            np.minimum(depth[v0:v1, u0:u1], np.float32(z), out=depth[v0:v1, u0:u1])
+        return np.rint(depth)
+
+
 def sensor_effects(depth: np.ndarray, background: np.ndarray, box, rng: np.random.Generator,
                    config: SynthConfig) -> np.ndarray:
     """Noise, drop-outs at depth edges and random drop-outs on the hand's pixels inside ``box``;
@@ -273,6 +351,8 @@ class SequenceRenderer:
         self.speed = float(events_rng.choice(config.speeds)) if config.events else 1.0
         self.events = draw_events(events_rng, config) if config.events else []
         self.last_occlusion = 0.0
+        # the person from a stream of its own too: the same hand with or without a body behind it
+        self.person = Person.draw(np.random.default_rng([seed, 2]), config) if config.person else None
 
     def _occluder(self, event: ContextEvent, frame: int, palm: np.ndarray):
         """Sphere centres and radii of an object crossing the palm's line of sight."""
@@ -284,7 +364,9 @@ class SequenceRenderer:
         centres = centre + np.outer(np.linspace(-1.2, 1.2, 4), side) * radius  # a short capsule
         return centres, np.full(len(centres), radius)
 
-    def render(self, frame: int):
+    def render(self, frame: int, hand: bool = True):
+        """(depth, joints) of one frame; ``hand=False``: the same scene with the hand out of view
+        (the person's arms hang), for checking that a localiser reports no hand."""
         p = self.motion.params(frame * self.speed)
         joints, centres, radii = self.hand.pose(p)
         rot = _rotation(p["roll"], p["yaw"], p["pitch"])
@@ -293,7 +375,13 @@ class SequenceRenderer:
         cam = self.config.camera
         shift = self._into_view(joints)  # labels must lie in the image (the importers check it)
         joints, centres = joints + shift, centres + shift
-        depth = render_depth(centres, radii, cam, self.background)
+        background = self.background
+        if self.person is not None:
+            elbow = (np.array([0.0, WRIST_Y + 260.0, 20.0]) * self.hand.scale) @ rot.T + p["translation"] + shift
+            background = self.person.scene(joints[32], elbow if hand else None, cam, self.background)
+        if not hand:
+            return background.copy(), joints
+        depth = render_depth(centres, radii, cam, background)
         uvd = cam.xyz_to_uvd(joints)
         margin = 160.0 * cam.fx / p["translation"][2]
         box = (max(int(uvd[32, 1] - margin), 0), min(int(uvd[32, 1] + margin), cam.height),
@@ -304,17 +392,17 @@ class SequenceRenderer:
             if e.kind == "occluder":
                 oc, orad = self._occluder(e, frame, joints[32])
                 np.minimum(depth, render_depth(oc, orad, cam, np.full_like(depth, np.inf)), out=depth)
-        depth = sensor_effects(depth, self.background, box, self.rng, self.config)
+        depth = sensor_effects(depth, background, box, self.rng, self.config)
         for e in active:
             if e.kind == "dropout":
                 joint, radius_mm = e.params
                 u, v, d = uvd[joint]
                 r = radius_mm * cam.fx / d
                 vv, uu = np.ogrid[0:cam.height, 0:cam.width]
-                depth[((uu - u) ** 2 + (vv - v) ** 2 <= r * r) & (depth < self.background - 1.0)] = 0.0
+                depth[((uu - u) ** 2 + (vv - v) ** 2 <= r * r) & (depth < background - 1.0)] = 0.0
             elif e.kind == "near_limit":
                 depth[(depth > 0) & (depth < joints[32, 2] - e.params[0])] = 0.0
-        self.last_occlusion = self._occlusion(hand_only, depth, box) if active else 0.0
+        self.last_occlusion = self._occlusion(hand_only, depth, box, background) if active else 0.0
         return depth, joints
 
     def _into_view(self, joints, margin: float = 12.0) -> np.ndarray:
@@ -330,9 +418,9 @@ class SequenceRenderer:
                 shift[axis] = (size - 1 - margin - uvd[high, axis]) * uvd[high, 2] / focal
         return shift
 
-    def _occlusion(self, hand_only, depth, box) -> float:
+    def _occlusion(self, hand_only, depth, box, background) -> float:
         v0, v1, u0, u1 = box
-        hand = hand_only[v0:v1, u0:u1] < self.background[v0:v1, u0:u1] - 1.0
+        hand = hand_only[v0:v1, u0:u1] < background[v0:v1, u0:u1] - 1.0
         if not hand.any():
             return 0.0
         seen = depth[v0:v1, u0:u1]
