@@ -180,8 +180,10 @@ def main(argv=None):
     diffs = {s: {f"{a} - {b}": paired_difference([e[s][a] for e in per_seed], [e[s][b] for e in per_seed])
                  for a, b in DIFFERENCES} for s in SUBSETS}
     masks = subset_masks(occ)
-    gate = {s: spread([float(r["test"]["gate_w1"][masks[s]].mean()) if masks[s].any() else float("nan") for r in runs])
-            for s in ("clean", "occluded")}
+    gate_per_seed = {s: [float(r["test"]["gate_w1"][masks[s]].mean()) if masks[s].any() else float("nan") for r in runs]
+                     for s in ("clean", "occluded")}
+    gate = {s: spread(v) for s, v in gate_per_seed.items()}
+    gate_gap = paired_difference(gate_per_seed["occluded"], gate_per_seed["clean"])
     sweep_test = {w: spread([r["test"]["sweep"][w] for r in runs]) for w in runs[0]["test"]["sweep"]}
     sweeps = [subset_sweeps(r) for r in runs]
     best_w = {s_: [min(sw[s_], key=sw[s_].get) for sw in sweeps if s_ in sw] for s_ in ("clean", "occluded")}
@@ -206,7 +208,8 @@ def main(argv=None):
               "", "| w | " + " | ".join(f"{w:.1f}" for w in sweep_test) + " |", "|---|" + "---|" * len(sweep_test),
               "| mm | " + " | ".join(f"{v['mean']:.2f}" for v in sweep_test.values()) + " |", "",
               f"Gate w1 (temporal weight), mean over test frames: clean {gate['clean']['mean']:.3f} ± {gate['clean']['sd']:.3f}, "
-              f"occluded {gate['occluded']['mean']:.3f} ± {gate['occluded']['sd']:.3f} (sd over seeds)",
+              f"occluded {gate['occluded']['mean']:.3f} ± {gate['occluded']['sd']:.3f} (sd over seeds); occluded - clean, "
+              f"paired over seeds: {gate_gap['mean']:+.4f} [{gate_gap['low']:+.4f}, {gate_gap['high']:+.4f}]",
               "Best fixed w per subset of the test frames, per seed (what an occlusion-aware gate could reach at "
               "best; reference only): clean " + ", ".join(f"{w:.1f}" for w in best_w["clean"]) + "; occluded "
               + ", ".join(f"{w:.1f}" for w in best_w["occluded"]),
@@ -237,7 +240,8 @@ def main(argv=None):
     with open(os.path.join(args.out, "accuracy.json"), "w") as f:
         json.dump({"config": {"seeds": n, "image_size": cfg.image_size, "steps": cfg.train.steps,
                               "temporal_init": args.temporal_init, "fusion_data": args.fusion_data, "quick": args.quick},
-                   "errors": table, "differences": diffs, "gate_w1": gate, "w_val": [r["w_val"] for r in runs],
+                   "errors": table, "differences": diffs, "gate_w1": gate, "gate_w1_per_seed": gate_per_seed,
+                   "gate_w1_occluded_minus_clean": gate_gap, "w_val": [r["w_val"] for r in runs],
                    "sweep_test": sweep_test, "best_w_by_subset": best_w, "oracle_mm": oracle, "wall_s": wall,
                    "per_seed": per_seed, "temporal_init_comparison": comparison}, f, indent=1, default=float)
     gate_plot(runs, os.path.join(args.out, "gate_vs_occlusion.png"))

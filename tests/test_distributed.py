@@ -5,6 +5,7 @@ workers' losses match one process in distribution only. Shuffling and augmentati
 input pipeline gives every worker its share of the one-process batches, augmented the same way.
 """
 import csv
+import json
 import os
 import shutil
 import signal
@@ -204,3 +205,23 @@ def test_cluster_from_tf_config_or_a_slurm_step(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')
     by_hand = cluster_resolver()  # TF_CONFIG wins
     assert by_hand.cluster_spec().as_dict() == {"worker": ["a:1", "b:2"]} and by_hand.task_id == 1
+
+
+def test_cadstn_train_with_two_workers(synth_records, tmp_path):
+    """The command line path: `cadstn train --strategy multiworker` in two processes."""
+    ports = free_ports(2).split(",")
+    run = tmp_path / "run"
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(
+            {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "keras_cadstn.cli", "train", "--records", synth_records, "--run-dir", str(run),
+             "--strategy", "multiworker", "--stages", "baseline", "--steps", "4", "--batch-size", "8",
+             "--checkpoint-every", "2", "--seq-len", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env=env))
+    outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert optimizer_steps(run) == 4
+    assert sorted(losses(run)) == [0, 1]  # two checkpoint periods, one row each, from the chief

@@ -157,4 +157,7 @@ def test_accuracy_benchmark_quick_fills_every_row_and_column(tmp_path):
     assert d["mean"] == pytest.approx(np.mean([s["all"]["Temporal"] - s["all"]["Baseline"] for s in per_seed]))
     assert d["low"] < d["mean"] < d["high"]
     assert len(result["w_val"]) == 2 and result["oracle_mm"] > 0
+    gap, gates = result["gate_w1_occluded_minus_clean"], result["gate_w1_per_seed"]
+    if not np.isnan(gap["mean"]):  # the quick test split may hold no occluded frame
+        assert gap["mean"] == pytest.approx(np.mean(np.subtract(gates["occluded"], gates["clean"])))
     assert (out / "gate_vs_occlusion.png").stat().st_size > 1000 and "| Temporal - Baseline |" in (out / "accuracy.md").read_text()
