@@ -62,10 +62,12 @@ def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
     return mean_error(rel_te, nearest)
 
 
-def run_folder(workdir: str, seed: int, temporal_init: str, fusion_data: str = "train") -> str:
-    """One run folder per seed, temporal initialisation and gate training data."""
+def run_folder(workdir: str, seed: int, temporal_init: str, fusion_data: str = "train", fusion_steps=None) -> str:
+    """One run folder per seed, temporal initialisation, gate training data and (when not the
+    default) gate training steps."""
     return os.path.join(workdir, f"run_seed{seed}" + ("" if temporal_init == "baseline_frozen" else f"_{temporal_init}")
-                        + ("" if fusion_data == "train" else f"_fusion{fusion_data}"))
+                        + ("" if fusion_data == "train" else f"_fusion{fusion_data}")
+                        + ("" if fusion_steps is None else f"_gate{fusion_steps}steps"))
 
 
 def share_stages(source: str, run_dir: str, stages=("baseline", "sliced3d", "spatial")) -> None:
@@ -138,6 +140,8 @@ def main(argv=None):
                         "fusion stages (same Baseline/Sliced-3D/Spatial runs) and are compared with the first, paired by seed")
     p.add_argument("--fusion-data", choices=("train", "val"), default="val",
                    help="records the gate trains on: the training split (the paper) or the validation split")
+    p.add_argument("--fusion-steps", type=int, help="the gate's training steps (default: the demo's); the other "
+                   "stages are shared with the default runs")
     p.add_argument("--test-sequences", type=int, default=16,
                    help="test sequences of 80 frames (their seeds follow the training and validation ones, so more "
                         "test sequences leave the training data and trained runs as they are)")
@@ -152,6 +156,9 @@ def main(argv=None):
     from keras_cadstn.train import train_cadstn
 
     cfg = config(args)
+    if args.fusion_steps:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps={**cfg.train.steps,
+                                                                                   "fusion": args.fusion_steps}))
     rec_dir, _ = prepare_records(cfg)
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
     mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len, **dict(cfg.network))
@@ -160,10 +167,13 @@ def main(argv=None):
         runs = []
         for seed in range(cfg.seeds):
             t0 = time.time()
-            run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data)
+            run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data, args.fusion_steps)
             share_stages(run_folder(cfg.workdir, seed, args.temporal_init[0]), run_dir)
             if args.fusion_data != "train":  # the same networks, only the gate trained on other records
                 share_stages(run_folder(cfg.workdir, seed, init), run_dir, ("temporal",))
+            if args.fusion_steps:  # the same networks as the default runs, only the gate trained longer
+                share_stages(run_folder(cfg.workdir, seed, init, args.fusion_data), run_dir,
+                             ("baseline", "sliced3d", "spatial", "temporal"))
             tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init=init)
             trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg,
                                    fusion_pattern=os.path.join(rec_dir, args.fusion_data, "*.tfrecord"))

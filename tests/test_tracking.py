@@ -74,6 +74,23 @@ def test_localiser_finds_the_hand_without_labels(frames):
     assert loc.detect(np.zeros((480, 640), np.float32), cube, NYU_CAMERA) is None
 
 
+def test_localiser_skips_what_is_not_palm_sized_and_falls_back_on_the_previous_centre():
+    from keras_cadstn.data.synthetic import SynthConfig
+    loc, cube = HandLocaliser(), np.array([300.0, 300.0, 300.0])
+    board = np.full((480, 640), 1800.0, np.float32)
+    board[100:400, 150:500] = 700.0  # 300 x 350 px at 700 mm: an inscribed circle of 178 mm
+    assert loc.find_palm(board, NYU_CAMERA) is None and loc.detect(board, cube, NYU_CAMERA) is None
+    centre, mode = loc.track(board, np.array([320.0, 240.0, 700.0]), cube, NYU_CAMERA)
+    assert mode == "tracked" and abs(centre[2] - 700.0) < 1.0  # from the previous frame's centre
+    assert loc.track(board, None, cube, NYU_CAMERA) == (None, "detected")
+    # a person behind the hand: the palm is found; the same scene without the hand has none
+    scene = SequenceRenderer(1000, SynthConfig(person=True))
+    depth, joints = scene.render(0)
+    palm, _ = loc.find_palm(depth, NYU_CAMERA)
+    assert np.linalg.norm(NYU_CAMERA.uvd_to_xyz(palm) - joints[32]) < 50.0
+    assert loc.find_palm(scene.render(0, hand=False)[0], NYU_CAMERA) is None
+
+
 def test_no_hand_resets_the_state_then_recovers(tiny_bundle, frames):
     tracker = HandTracker(tiny_bundle)
     first = tracker.update(frames[0][0])
@@ -188,12 +205,13 @@ SR305 = Camera(fx=476.007, fy=476.007, cx=313.683, cy=242.755, width=640, height
 
 def test_localiser_finds_the_hand_in_front_of_a_person_on_real_frames():
     """Real RealSense frames with the torso and head behind the hand: the detected centre lies
-    within 60 mm of the annotated palm in all but at most one frame (measured: all within 50 mm)."""
+    within 60 mm of the annotated palm in all but at most one frame (measured: all within 58 mm;
+    the palm found before the crop is centred: all within 40 mm)."""
     import cv2
     rows = [line.split() for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]]
     assert len(rows) == 8
     cube = np.array([300.0, 300.0, 300.0])
-    misses = []
+    misses, palm_errors = [], []
     for name, u, v in rows:
         depth = SR305.to_mm(cv2.imread(os.path.join(REAL, name), cv2.IMREAD_UNCHANGED))
         u, v = float(u), float(v)
@@ -203,4 +221,7 @@ def test_localiser_finds_the_hand_in_front_of_a_person_on_real_frames():
         err = np.inf if found is None else np.linalg.norm(SR305.uvd_to_xyz(found) - palm)
         if err > 60.0:
             misses.append((name, err))
+        palm_found, _ = HandLocaliser().find_palm(depth, SR305)
+        palm_errors.append(np.linalg.norm(SR305.uvd_to_xyz(palm_found) - palm))
     assert len(misses) <= 1, misses
+    assert max(palm_errors) < 45.0, palm_errors
