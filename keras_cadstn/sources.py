@@ -151,78 +151,94 @@ def import_pyrealsense2():
 
 
 class RealSenseSource(DepthSource):
-    """An Intel RealSense camera (``serial``, or the only one connected) or a recording (``path``:
-    ``.db3`` from SDK 2.59 on, ``.bag`` before), through the same pyrealsense2 pipeline. A recording
-    plays as fast as it is read (every frame arrives); intrinsics and depth scale come from the
-    device or the recording."""
+    """An Intel RealSense camera (``serial``, or the first one connected) or a recording (``path``:
+    ``.db3`` from SDK 2.59 on, ``.bag`` before), read through the same code: the device's depth
+    sensor streams into a bounded queue. A recording plays at the reader's pace (non-real-time
+    playback, set before it starts, so every frame arrives however slow the reader); intrinsics and
+    depth scale come from the device or the recording."""
 
-    def __init__(self, serial: str | None = None, path: str | None = None, timeout_ms: int = 5000):
+    def __init__(self, serial: str | None = None, path: str | None = None, timeout_ms: int = 5000,
+                 queue_size: int = 8):
+        import queue
         rs = import_pyrealsense2()
         self.rs, self.timeout_ms, self.path = rs, timeout_ms, path
-        config = rs.config()
+        context = rs.context()
+        where = f"bag:{path}" if path is not None else f"realsense{':' + serial if serial else ''}"
         if path is not None:
             if not os.path.isfile(path):
-                raise DataError(f"bag:{path}: recording not found")
-            config.enable_device_from_file(path, repeat_playback=False)
+                raise DataError(f"{where}: recording not found")
+            try:
+                device = context.load_device(path)
+            except RuntimeError as e:
+                raise DataError(f"{where}: not a readable RealSense recording ({e})") from None
+            self.playback = device.as_playback()
+            self.playback.set_real_time(False)  # before anything streams: no frame is skipped
         else:
-            serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
-            if not serials:
+            devices = {d.get_info(rs.camera_info.serial_number): d for d in context.query_devices()}
+            if not devices:
                 raise DataError("realsense: no RealSense camera is connected (check the cable and `rs-enumerate-devices`)")
-            if serial and serial not in serials:
-                raise DataError(f"realsense:{serial}: no camera with this serial number; connected: {', '.join(serials)}")
-            if serial:
-                config.enable_device(serial)
-            config.enable_stream(rs.stream.depth)
-        self.pipeline = rs.pipeline()
+            if serial and serial not in devices:
+                raise DataError(f"{where}: no camera with this serial number; connected: {', '.join(devices)}")
+            device, self.playback = devices[serial] if serial else next(iter(devices.values())), None
         try:
-            profile = self.pipeline.start(config)
-        except RuntimeError as e:
-            raise DataError(f"{'bag:' + path if path else 'realsense'}: cannot start streaming ({e})") from None
-        device = profile.get_device()
-        self.playback = device.as_playback() if path is not None else None
-        if self.playback is not None:
-            self.playback.set_real_time(False)  # every frame, at the reader's pace
-        try:
-            stream = profile.get_stream(rs.stream.depth).as_video_stream_profile()
+            self.sensor = device.first_depth_sensor()
+            profiles = [p for p in self.sensor.get_stream_profiles()
+                        if p.stream_type() == rs.stream.depth and p.format() == rs.format.z16]
         except RuntimeError:
-            self.close()
-            raise DataError(f"{path or 'realsense'}: no depth stream") from None
-        intr = stream.get_intrinsics()
-        scale = device.first_depth_sensor().get_depth_scale()  # metres per unit
+            profiles = []
+        if not profiles:
+            raise DataError(f"{where}: no z16 depth stream")
+        profile = next((p for p in profiles if p.is_default()), profiles[0]).as_video_stream_profile()
+        intr = profile.get_intrinsics()
+        scale = self.sensor.as_depth_sensor().get_depth_scale()  # metres per unit
         self.camera = Camera(float(intr.fx), float(intr.fy), float(intr.ppx), float(intr.ppy), int(intr.width),
                              int(intr.height), depth_unit_mm=float(scale) * 1000.0)
+        self.frames = queue.Queue(maxsize=queue_size)  # a full queue holds the playback back
+        self.started = True
+        self.sensor.open(profile)
+        self.sensor.start(self._arrived)
+
+    def _arrived(self, frame) -> None:
+        import queue
+        depth = frame.as_depth_frame()
+        item = (np.asanyarray(depth.get_data()).astype(np.float32), depth.get_timestamp() / 1000.0,
+                int(depth.get_frame_number()))
+        while self.started:  # wait for room (a recording waits for its reader), unless closing
+            try:
+                self.frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def __iter__(self):
-        rs, last, waited, poll_ms = self.rs, None, 0, 100
+        import queue
+        rs, last, waited, poll_s = self.rs, -1, 0.0, 0.1
         while True:
-            # a recording is over when the queue is empty and the playback has stopped; a frame still
-            # queued when it stops is read first
-            ok, frames = self.pipeline.try_wait_for_frames(poll_ms if self.playback is not None else self.timeout_ms)
-            if not ok:
-                if self.playback is None:
-                    raise DataError(f"realsense: no frame within {self.timeout_ms} ms")
-                if self.playback.current_status() == rs.playback_status.stopped:
-                    return
-                waited += poll_ms
-                if waited >= self.timeout_ms:
-                    raise DataError(f"bag:{self.path}: no frame within {self.timeout_ms} ms")
+            try:
+                depth, timestamp, number = self.frames.get(timeout=poll_s)
+            except queue.Empty:
+                if self.playback is not None and self.playback.current_status() == rs.playback_status.stopped \
+                        and self.frames.empty():
+                    return  # the end of the recording
+                waited += poll_s
+                if waited * 1000 >= self.timeout_ms:
+                    raise DataError(f"{'bag:' + self.path if self.path else 'realsense'}: no frame within "
+                                    f"{self.timeout_ms} ms") from None
                 continue
-            waited = 0
-            depth = frames.get_depth_frame()
-            if not depth:
-                continue
-            number = depth.get_frame_number()
-            if number == last:
-                continue
+            waited = 0.0
+            if number <= last:
+                continue  # a frame delivered twice
             last = number
-            yield DepthFrame(np.asanyarray(depth.get_data()).astype(np.float32), depth.get_timestamp() / 1000.0,
-                             int(number), True, f"frame {number}")
+            yield DepthFrame(depth, timestamp, number, True, f"frame {number}")
 
     def close(self) -> None:
-        try:
-            self.pipeline.stop()
-        except RuntimeError:
-            pass  # never started, or stopped already
+        if getattr(self, "started", False):
+            self.started = False  # a callback waiting for room returns
+            try:
+                self.sensor.stop()
+                self.sensor.close()
+            except RuntimeError:
+                pass  # stopped already
 
 
 class OpenNISource(DepthSource):
