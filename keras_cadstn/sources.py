@@ -99,7 +99,8 @@ class PngFolderSource(DepthSource):
         if image.dtype == np.uint16 and image.ndim == 2:
             depth = image.astype(np.float32)
         elif image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-            depth = image[..., 1].astype(np.float32) * 256.0 + image[..., 0].astype(np.float32)
+            from keras_cadstn.data.nyu import decode_depth
+            depth = decode_depth(image)
         else:
             raise DataError(f"{path}: {image.dtype} image of shape {image.shape} is not depth: expected a 16-bit "
                             f"one-channel PNG or NYU's 8-bit colour encoding")

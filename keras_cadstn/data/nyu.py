@@ -34,7 +34,11 @@ def depth_path(split_dir: str, index: int, kinect: int = 1) -> str:
 
 def read_depth(path: str) -> np.ndarray:
     """Full 480x640 depth image in mm as float32 (0 where the sensor has no reading)."""
-    bgr = read_png(path, (NYU.camera.height, NYU.camera.width, 3), np.uint8)
+    return decode_depth(read_png(path, (NYU.camera.height, NYU.camera.width, 3), np.uint8))
+
+
+def decode_depth(bgr: np.ndarray) -> np.ndarray:
+    """NYU's colour encoding (as OpenCV reads it, B G R) -> depth G * 256 + B as float32."""
     return bgr[..., 1].astype(np.float32) * 256.0 + bgr[..., 0].astype(np.float32)
 
 

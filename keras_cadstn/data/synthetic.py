@@ -85,6 +85,14 @@ def _finger_points(base, lengths, spread_deg, flex_deg):
     return points  # MCP, PIP, DIP, tip
 
 
+def capsule_spheres(a, b, r0, r1, spacing: float = 0.5) -> tuple:
+    """Spheres along a segment (centres (N, 3), radii (N,)), radius r0 -> r1, ``spacing`` x radius
+    apart: a limb for ``render_depth``."""
+    n = max(2, int(np.ceil(np.linalg.norm(b - a) / (spacing * min(r0, r1)))) + 1)
+    t = np.linspace(0, 1, n)[:, None]
+    return a + t * (b - a), r0 + t[:, 0] * (r1 - r0)
+
+
 class HandModel:
     """Skeleton and sphere set of one hand pose (hand frame, mm)."""
 
@@ -101,10 +109,9 @@ class HandModel:
         centres, radii = [self.palm * s], [np.full(len(self.palm), self.palm_radius * s)]
 
         def capsule(a, b, r0, r1, spacing=0.5):
-            n = max(2, int(np.ceil(np.linalg.norm(b - a) / (spacing * min(r0, r1)))) + 1)
-            t = np.linspace(0, 1, n)[:, None]
-            centres.append(a + t * (b - a))
-            radii.append(r0 + t[:, 0] * (r1 - r0))
+            c, r = capsule_spheres(a, b, r0, r1, spacing)
+            centres.append(c)
+            radii.append(r)
 
         for k, name in enumerate(FINGERS):
             flex = np.clip(p["flex"][k], 0, 1)
@@ -249,10 +256,9 @@ class Person:
         centres, radii = [], []
 
         def capsule(a, b, r0, r1):
-            n = max(2, int(np.ceil(np.linalg.norm(b - a) / (0.5 * min(r0, r1)))) + 1)
-            t = np.linspace(0, 1, n)[:, None]
-            centres.append(a + t * (b - a))
-            radii.append(r0 + t[:, 0] * (r1 - r0))
+            c, r = capsule_spheres(a, b, r0, r1)
+            centres.append(c)
+            radii.append(r)
         centres.append(torso[None] + [[0.0, -370.0, -torso_depth + 95.0]])  # head, its face at the chest's depth
         radii.append(np.array([95.0]))
         for side in (self.side, -self.side):
