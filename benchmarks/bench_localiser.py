@@ -52,8 +52,8 @@ def synthetic_scenes(args, localiser):
 
 def real_frames(localiser):
     import cv2
-    from keras_cadstn.camera import Camera
-    cam = Camera(fx=476.007, fy=476.007, cx=313.683, cy=242.755, width=640, height=480, depth_unit_mm=0.125)
+    from keras_cadstn.sources import PngFolderSource
+    cam = PngFolderSource(REAL).camera  # the folder's camera.json
     errors = []
     for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]:
         name, u, v = line.split()

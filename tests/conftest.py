@@ -7,6 +7,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 SMALL = 32  # crop size used by the fast tests
+REAL_FRAMES = os.path.join(os.path.dirname(__file__), "data", "real_frames")  # 8 RealSense SR305 frames
+
+
+def real_frames_camera():
+    """The SR305's camera, from the folder's camera.json (what `cadstn track --source pngs:` reads)."""
+    import json
+    from keras_cadstn.camera import Camera
+    with open(os.path.join(REAL_FRAMES, "camera.json")) as f:
+        return Camera.from_dict(json.load(f))
 
 
 @pytest.fixture(scope="session")

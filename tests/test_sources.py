@@ -13,9 +13,9 @@ from keras_cadstn.cli import main
 from keras_cadstn.errors import CadstnError, ConfigError, DataError
 from keras_cadstn.sources import CAMERA_FILE, DepthFrame, PngFolderSource, open_source, parse_camera
 from keras_cadstn.tracking import HandTracker, track_stream
+from conftest import REAL_FRAMES as REAL, real_frames_camera
 
-REAL = os.path.join(os.path.dirname(__file__), "data", "real_frames")
-SR305 = Camera(fx=476.007, fy=476.007, cx=313.683, cy=242.755, width=640, height=480, depth_unit_mm=0.125)
+SR305 = real_frames_camera()
 
 
 @pytest.fixture
@@ -23,9 +23,8 @@ def png_folder(tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     for name in sorted(os.listdir(REAL)):
-        if name.endswith(".png"):
+        if name.endswith(".png") or name == CAMERA_FILE:
             shutil.copy(os.path.join(REAL, name), folder / name)
-    (folder / CAMERA_FILE).write_text(json.dumps(SR305.to_dict()))
     return folder
 
 

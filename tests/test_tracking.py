@@ -10,6 +10,7 @@ from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
 from keras_cadstn.errors import DataError
 from keras_cadstn.preprocessing import hand_center, preprocess_frame
 from keras_cadstn.tracking import HandLocaliser, HandTracker
+from conftest import REAL_FRAMES as REAL, real_frames_camera
 
 PALM = NYU_EVAL_JOINTS[13]  # the reference joint (palm centre) in the renderer's 36-joint layout
 # half the resolution, other intrinsics, depth stored in metres (a field of view like the Kinect's, so
@@ -199,8 +200,7 @@ def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path
     assert shapes == [(480, 640, 3)] * 4
 
 
-REAL = os.path.join(os.path.dirname(__file__), "data", "real_frames")
-SR305 = Camera(fx=476.007, fy=476.007, cx=313.683, cy=242.755, width=640, height=480, depth_unit_mm=0.125)
+SR305 = real_frames_camera()
 
 
 def test_localiser_finds_the_hand_in_front_of_a_person_on_real_frames():
