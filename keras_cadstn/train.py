@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_cadstn import atomic, models
-from keras_cadstn.distributed import fit_distributed, worker_role
+from keras_cadstn.distributed import WorkerRole, fit_distributed, worker_role, written_by
 from keras_cadstn.errors import ConfigError, DataError, TrainingError
 from keras_cadstn.models import CADSTNConfig
 
@@ -198,14 +198,14 @@ def record_errors():
         raise
 
 
-def save_trained(model, stage_dir: str, steps: int, is_chief: bool = True) -> None:
-    """``model.keras``, the mark of a finished stage, once the optimizer has done exactly ``steps``."""
-    from keras_cadstn.distributed import WorkerRole, written_by
+def save_trained(model, stage_dir: str, steps: int, role: WorkerRole = WorkerRole(None, 0, 1, True)) -> None:
+    """``model.keras``, the mark of a finished stage, once the optimizer has done exactly ``steps``
+    (a worker that is not the chief saves into a temporary folder: ``distributed.written_by``)."""
     trained = int(model.optimizer.iterations.numpy())
     if trained != steps:
         raise TrainingError(f"{stage_dir}: trained {trained} of {steps} steps: the training data ran out "
                             f"(no records, or sequences shorter than the clip length?); nothing saved as trained")
-    with written_by(WorkerRole(None, 0, 1, is_chief), os.path.join(stage_dir, "model.keras"), ".keras") as path:
+    with written_by(role, os.path.join(stage_dir, "model.keras"), ".keras") as path:
         model.save(path)
 
 
@@ -329,7 +329,7 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
         with record_errors():
             fit_distributed(model, worker_input, stage_batch_size(cfg, mcfg, stage), stage_dir, cfg.steps[stage],
                             cfg.checkpoint_every, strategy, val, verbose=cfg.verbose not in (0, "0"))
-        save_trained(model, stage_dir, cfg.steps[stage], worker_role(strategy).is_chief)
+        save_trained(model, stage_dir, cfg.steps[stage], worker_role(strategy))
         return model
 
     for stage in STAGES:
