@@ -66,11 +66,9 @@ def main(argv=None):
         bundle = bundle.with_camera(get_spec(args.data.split(":")[0]).camera)
     frames = (synthetic_frames(bundle, args.frames, args.seed) if args.data == "synthetic"
               else dataset_frames(bundle, args.data, args.split, args.frames))
-    model_path = None
-    if args.backend != "keras":  # exported and verified once, into the cache (not the bundle)
-        from keras_cadstn.export import export_step
-        model_path = export_step(bundle, args.backend, args.precision)
-    tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, model_path=model_path)
+    from keras_cadstn.export import export_for_tracker  # exported and verified once, into the cache
+    tracker = HandTracker(bundle, backend=args.backend, precision=args.precision,
+                          **export_for_tracker(bundle, args.backend, args.precision))
     cam, dataset = bundle.camera, bundle.spec.name
     video = args.out.lower().endswith((".mp4", ".avi"))
     writer, panels, gts, preds, times = None, [], [], [], []

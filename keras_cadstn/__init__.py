@@ -19,6 +19,7 @@ _LAZY = {
     "write_synthetic_nyu": "keras_cadstn.data.synthetic",
     "TrainConfig": "keras_cadstn.train", "train_cadstn": "keras_cadstn.train",
     "export_all": "keras_cadstn.export", "export_step": "keras_cadstn.export",
+    "export_for_tracker": "keras_cadstn.export", "train_refiner": "keras_cadstn.refine",
     "export_saved_model": "keras_cadstn.export",
     "mean_error": "keras_cadstn.evaluate", "per_joint_error": "keras_cadstn.evaluate",
     "success_rate": "keras_cadstn.evaluate", "load_results": "keras_cadstn.evaluate",

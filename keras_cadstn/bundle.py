@@ -4,6 +4,8 @@
       bundle.json   format, dataset spec (camera intrinsics + depth unit, cube, joint names,
                     reference joint), crop size M, clip length T, network config
       cadstn.keras  the whole CADSTN (spatial, temporal and gate sub-models inside)
+      refiner.keras the hand-centre refiner (optional: ``keras_cadstn.refine``), its settings in
+                    bundle.json's "refiner"
 
 Exports and the tracker take camera, cube, crop size and joint layout from here, never from code
 defaults: a different camera is ``bundle.with_camera(Camera(...))``, not a code change.
@@ -21,10 +23,12 @@ from keras_cadstn.data.frames import DatasetSpec
 from keras_cadstn.data.tfrecord import read_json
 from keras_cadstn.errors import CadstnError, DataError
 from keras_cadstn.models.config import CADSTNConfig
+from keras_cadstn.models.config import RefinerConfig
 
 FORMAT = "keras_cadstn.bundle"
 VERSION = 1
 MODEL_FILE = "cadstn.keras"
+REFINER_FILE = "refiner.keras"
 SPEC_FILE = "bundle.json"
 
 
@@ -34,6 +38,8 @@ class Bundle:
     model: object  # keras.Model: clips (B, T, M, M, 1) -> (B, T, 3K)
     spec: DatasetSpec
     config: CADSTNConfig
+    refiner: object = None  # keras.Model: crop (B, S, S, 1) -> offset (B, 3), or None
+    refiner_config: RefinerConfig | None = None
 
     @property
     def camera(self) -> Camera:
@@ -81,6 +87,8 @@ class Bundle:
         return {"format": FORMAT, "version": VERSION, "dataset": self.spec.to_dict(),
                 "image_size": self.config.image_size, "seq_len": self.config.seq_len,
                 "network": self.config.to_dict(), "model": MODEL_FILE,
+                **({"refiner": {"model": REFINER_FILE, "config": self.refiner_config.to_dict()}}
+                   if self.refiner is not None else {}),
                 "normalisation": {"crop": "(d - centre_z) / (cube_z / 2), no reading or outside cube -> +1",
                                   "joints": "(xyz - centre_xyz) / (cube / 2)"}}
 
@@ -100,19 +108,29 @@ def load_keras_model(path: str, compile: bool = True):
         raise DataError(f"{path}: not a readable Keras model file ({first})") from None
 
 
-def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig) -> str:
-    """Write the bundle folder atomically (a temporary sibling renamed into place); returns path."""
+def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig, refiner=None,
+                refiner_config: RefinerConfig | None = None) -> str:
+    """Write the bundle folder atomically (a temporary sibling renamed into place); returns path.
+    ``refiner``: a trained centre refiner (``keras_cadstn.refine.train_refiner``) to ship with it."""
     if "gate" not in [layer.name for layer in model.layers] or len(model.input.shape) != 5:
         raise ValueError("save_bundle expects a CADSTN model (clips -> joints, with a gate)")
     if config.num_joints != spec.num_joints:
         raise ValueError(f"network predicts {config.num_joints} joints, dataset spec has {spec.num_joints}")
+    if refiner is not None:
+        refiner_config = refiner_config or RefinerConfig()
+        expected = (None, refiner_config.image_size, refiner_config.image_size, 1)
+        if tuple(refiner.input.shape) != expected or tuple(refiner.output.shape) != (None, 3):
+            raise ValueError(f"save_bundle expects a centre refiner {expected} -> (None, 3), got "
+                             f"{tuple(refiner.input.shape)} -> {tuple(refiner.output.shape)}")
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic.atomic_path(path) as tmp:
         os.makedirs(tmp)
         model.save(os.path.join(tmp, MODEL_FILE))
+        if refiner is not None:
+            refiner.save(os.path.join(tmp, REFINER_FILE))
         with open(os.path.join(tmp, SPEC_FILE), "w") as f:
-            json.dump(Bundle(path, model, spec, config).to_json(), f, indent=1)
+            json.dump(Bundle(path, model, spec, config, refiner, refiner_config).to_json(), f, indent=1)
     return path
 
 
@@ -153,9 +171,28 @@ def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
     if not os.path.isfile(model_path):
         raise DataError(f"{path}: bundle model file {meta['model']} is missing")
     model = load_keras_model(model_path, compile=False)
-    bundle = Bundle(os.path.abspath(path), model, spec, config)
+    refiner, refiner_config = load_refiner(path, meta)
+    bundle = Bundle(os.path.abspath(path), model, spec, config, refiner, refiner_config)
     expected = (None, bundle.seq_len, bundle.image_size, bundle.image_size, 1)
     if tuple(model.input.shape) != expected:
         raise DataError(f"{model_path}: model input {tuple(model.input.shape)} does not match the "
                         f"bundle's {expected}")
     return bundle.with_camera(camera) if camera is not None else bundle
+
+
+def load_refiner(path: str, meta: dict) -> tuple:
+    """(refiner model, RefinerConfig) named by a bundle's JSON, or (None, None) without one."""
+    entry = meta.get("refiner")
+    if entry is None:
+        return None, None
+    where = os.path.join(path, SPEC_FILE)
+    try:
+        config = RefinerConfig.from_dict(entry["config"])
+        model_path = os.path.join(path, entry["model"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise DataError(f"{where}: bad \"refiner\" entry ({e})") from None
+    refiner = load_keras_model(model_path, compile=False)
+    expected = (None, config.image_size, config.image_size, 1)
+    if tuple(refiner.input.shape) != expected:
+        raise DataError(f"{model_path}: refiner input {tuple(refiner.input.shape)} does not match the bundle's {expected}")
+    return refiner, config

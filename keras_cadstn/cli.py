@@ -139,11 +139,9 @@ def cmd_track(args):
     bundle = load_bundle(args.bundle)  # before the camera is opened: a bad bundle fails fast
     with open_source(args.source, parse_camera(args.camera) if args.camera else None) as source:
         bundle = bundle.with_camera(source.camera)
-        model_path = None
-        if args.backend != "keras":  # exported and verified once, into the cache (not the bundle)
-            from keras_cadstn.export import export_step
-            model_path = export_step(bundle, args.backend, args.precision)
-        tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, model_path=model_path)
+        from keras_cadstn.export import export_for_tracker  # exported and verified once, into the cache
+        tracker = HandTracker(bundle, backend=args.backend, precision=args.precision,
+                              **export_for_tracker(bundle, args.backend, args.precision))
         stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,
                              max_frames=args.frames)
     print(f"{stats['frames']} frames{' (stopped by Ctrl-C)' if stats['interrupted'] else ''}, hand found in "

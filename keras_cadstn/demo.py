@@ -14,11 +14,12 @@ import numpy as np
 from keras_cadstn import atomic
 from keras_cadstn.errors import ConfigError, DataError
 from keras_cadstn.models import CADSTNConfig
+from keras_cadstn.models.config import RefinerConfig
 from keras_cadstn.train import STAGES, TrainConfig
 
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
 DEMO_TRAINING = TrainConfig(
-    steps={"baseline": 500, "sliced3d": 500, "spatial": 500, "temporal": 1000, "fusion": 200},
+    steps={"baseline": 500, "sliced3d": 500, "spatial": 500, "temporal": 1000, "fusion": 200, "refine": 1500},
     batch_size=64, checkpoint_every=250, schedule="cosine", fusion_learning_rate=3e-4, verbose=2)
 
 
@@ -45,6 +46,9 @@ class DemoConfig:
     # temporal networks have not fitted ("train": on the training split, as the paper)
     gate_data: str = "val"
     train: TrainConfig = DEMO_TRAINING
+    # the hand-centre refiner shipped in the bundle (keras_cadstn.refine), trained on the raw
+    # training frames; None: a bundle without one (the tracker then uses the localiser's centre)
+    refiner: RefinerConfig | None = RefinerConfig()
 
     @classmethod
     def paper(cls, data: str, workdir: str | None = None) -> "DemoConfig":
@@ -77,7 +81,6 @@ class DemoConfig:
 def prepare_records(cfg: DemoConfig) -> tuple:
     """Import (generating the synthetic set if needed) and convert train / val / test; returns
     (records folder, dataset name). Both steps resume where they stopped."""
-    from keras_cadstn.data import hold_out, load_split
     from keras_cadstn.data.tfrecord import convert_split, read_manifest
 
     fmt, root = cfg.source()
@@ -93,10 +96,7 @@ def prepare_records(cfg: DemoConfig) -> tuple:
     todo = [s for s in ("train", "val", "test")
             if not (os.path.isfile(os.path.join(rec_dir, s, "manifest.json"))
                     and read_manifest(os.path.join(rec_dir, s)).get("complete"))]
-    splits = dict(zip(("train", "val"), hold_out(load_split(fmt, root, "train"),
-                                                 cfg.val_sequences if cfg.data == "synthetic" else None)))
-    for name in ("train", "val", "test"):
-        split = splits.get(name) or load_split(fmt, root, name)
+    for name, split in demo_splits(cfg).items():
         if name in todo:
             convert_split(split, os.path.join(rec_dir, name), shards=4 if name == "train" else 1,
                           image_size=cfg.image_size)
@@ -106,6 +106,14 @@ def prepare_records(cfg: DemoConfig) -> tuple:
             raise ConfigError(f"{os.path.join(rec_dir, name)}: records of {made['num_frames']} frames, this configuration's "
                               f"{name} split has {len(split)}; use another --workdir or delete that folder")
     return rec_dir, fmt
+
+
+def demo_splits(cfg: DemoConfig) -> dict:
+    """The imported train / val / test splits (val: held-out training sequences)."""
+    from keras_cadstn.data import hold_out, load_split
+    fmt, root = cfg.source()
+    train, val = hold_out(load_split(fmt, root, "train"), cfg.val_sequences if cfg.data == "synthetic" else None)
+    return {"train": train, "val": val, "test": load_split(fmt, root, "test")}
 
 
 def _check_synthetic_matches(cfg: DemoConfig, root: str) -> None:
@@ -123,19 +131,30 @@ def _check_synthetic_matches(cfg: DemoConfig, root: str) -> None:
                                   f"{cfg.frames_per_sequence} frames: use another --workdir or delete {root}")
 
 
-def tracker_errors(bundle, cfg: DemoConfig) -> dict:
-    """The HandTracker over the raw test frames, hand centre from the labels and from the localiser."""
-    from keras_cadstn.data import load_split
+TRACKER_ROWS = {"labelled": ("labelled", False), "localiser": ("localiser", False),
+                "localiser + refiner": ("localiser", True)}
+
+
+def tracker_errors(bundle, cfg: DemoConfig, backend: str = "keras", precision: str = "float32",
+                   paths: dict | None = None) -> dict:
+    """The HandTracker over the raw test frames, hand centre from the labels, from the localiser,
+    and from the localiser moved by the bundle's centre refiner (where it has one). ``paths``: the
+    exported models to run (``export.export_for_tracker``; default: exported into the cache)."""
     from keras_cadstn.evaluate import mean_error
+    from keras_cadstn.export import export_for_tracker
     from keras_cadstn.tracking import HandTracker, track_split
 
-    split = load_split(*cfg.source(), "test")
-    tracker = HandTracker(bundle.with_camera(split.spec.camera))
+    split = demo_splits(cfg)["test"]
+    bundle = bundle.with_camera(split.spec.camera)
+    paths = paths or export_for_tracker(bundle, backend, precision)
     out = {}
-    for centre in ("labelled", "localiser"):
+    for row, (centre, refine) in TRACKER_ROWS.items():
+        if refine and bundle.refiner is None:
+            continue
+        tracker = HandTracker(bundle, backend, precision, refine=refine, **paths)
         gt, pred, info = track_split(tracker, split, centre)
         found = ~np.isnan(pred).any(axis=(1, 2))
-        out[centre] = {"mean_error": mean_error(gt[found], pred[found]) if found.any() else float("nan"),
+        out[row] = {"mean_error": mean_error(gt[found], pred[found]) if found.any() else float("nan"),
                        "no_hand_frames": info["no_hand_frames"], "frames": info["frames"]}
     return out
 
@@ -153,9 +172,10 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
     mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len,
                         **dict(cfg.network))
-    missing = [s for s in STAGES if s not in cfg.train.steps]
+    needed = STAGES + (("refine",) if cfg.refiner is not None else ())
+    missing = [s for s in needed if s not in cfg.train.steps]
     if missing:
-        raise ConfigError(f"steps must name every stage {STAGES}; missing {missing}")
+        raise ConfigError(f"steps must name every stage {needed}; missing {missing}")
     runs = []
     for seed in range(cfg.seeds):
         tcfg = dataclasses.replace(cfg.train, seed=seed, augment=cfg.train.augment and fmt == "nyu")
@@ -164,6 +184,12 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
                                fusion_pattern=os.path.join(rec_dir, cfg.gate_data, "*.tfrecord"))
         print(f"evaluating seed {seed} on the validation and test splits (labelled hand centre, as the paper evaluates)")
         runs.append((trained, evaluate_stages(trained, rec_dir, cfg.seq_len)))
+    refiner = None
+    if cfg.refiner is not None:
+        from keras_cadstn.refine import train_refiner
+        splits = demo_splits(cfg)
+        refiner = train_refiner(splits["train"], os.path.join(cfg.workdir, "run"), cfg.refiner,
+                                dataclasses.replace(cfg.train, seed=0), splits["val"])
     trained, first = runs[0]
     gt, preds = first["test"]["gt"], first["test"]["pred"]
     table = {name: spread([r["test"]["errors"][name] for _, r in runs]) for name in first["test"]["errors"]}
@@ -186,7 +212,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     plots = plot_comparison(gt, preds, os.path.join(cfg.workdir, "plots"), spec.joint_names,
                             title=f"{cfg.data} test split")
     print(f"\nplots: {', '.join(plots)}\nresults files ({fmt} uvd format): {res_dir}")
-    bundle = load_bundle(save_bundle(os.path.join(cfg.workdir, "bundle"), trained["fusion"], spec, mcfg))
+    bundle = load_bundle(save_bundle(os.path.join(cfg.workdir, "bundle"), trained["fusion"], spec, mcfg, refiner,
+                                     cfg.refiner))
     results["bundle"] = bundle.path
     results["tracker"] = tracker_errors(bundle, cfg)
     print("\nReal-time tracker on the test split (streaming, LSTM state carried through each sequence):\n"

@@ -12,6 +12,10 @@
   streaming CADSTN step (``step``: crop + LSTM state -> fused joints + new state), batch 1 (the
   LSTM step converts to builtin ops only with a static batch; docs/stack.md).
 - ONNX (tf2onnx, opset >= 17) of the same two models, dynamic batch, run with onnxruntime.
+- Where the bundle has a centre refiner (``keras_cadstn.refine``): the same TFLite precisions and
+  ONNX of it (``refine``: crop (B, S, S, 1) -> offset (B, 3), cube-normalised), and a SavedModel
+  signature ``refine_centre``: ``crops`` (B, S, S, 1), ``cube`` (B, 3) -> ``offset_mm``,
+  ``offset_normalized`` (B, 3), the move from the crop's centre to the hand's reference joint.
 TFLite and ONNX convert the models with the sliced branch's linear convolution pairs folded into
 one (``fold_sliced_convolutions``: same function, fewer multiply-adds).
 
@@ -29,14 +33,14 @@ import numpy as np
 
 from keras_cadstn import atomic
 from keras_cadstn.errors import ConfigError, ParityError
-from keras_cadstn.runtime import (KerasStep, ONNXRunner, Samples, TFLiteRunner, as_step, run_step_over_clips,
+from keras_cadstn.runtime import (KerasFunction, ONNXRunner, Samples, TFLiteRunner, as_step, run_step_over_clips,
                                   sample_clips)
 
 # Largest allowed |artifact - Keras| in mm (float32: 0.01 mm; reduced precisions are reported and
 # only guarded against gross breakage).
 TOLERANCE_MM = {"float32": 0.01, "float16": 2.0, "dynamic_int8": 5.0, "int8": 25.0}
 PRECISIONS = tuple(TOLERANCE_MM)
-MODELS = ("spatial", "step")
+MODELS = ("spatial", "step", "refine")  # refine: only where the bundle has a refiner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +126,17 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
         tf.TensorSpec((None, m, m, 1), tf.float32, name="crops"),
         tf.TensorSpec((None, 3), tf.float32, name="center_xyz"),
         tf.TensorSpec((None, 3), tf.float32, name="cube")])
+    refiner = bundle.refiner
+    if refiner is not None:
+        archive.track(refiner)
+        s = bundle.refiner_config.image_size
+
+        def refine_centre(crops, cube):
+            norm = refiner(crops, training=False)
+            return {"offset_mm": norm * cube / 2.0, "offset_normalized": norm}
+        archive.add_endpoint("refine_centre", refine_centre, input_signature=[
+            tf.TensorSpec((None, s, s, 1), tf.float32, name="crops"),
+            tf.TensorSpec((None, 3), tf.float32, name="cube")])
 
     path = os.path.join(out_dir, name, str(int(version)))
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -142,6 +157,12 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
     ref_frames = spatial.predict_on_batch(samples.crops)
     errs = [_errors_mm(ref_seq, seq["joints_normalized"].numpy(), samples.cube),
             _errors_mm(ref_frames, frames["joints_normalized"].numpy(), samples.cube)]
+    if refiner is not None:
+        crops, cube = samples.refiner_crops(bundle.refiner_config.image_size), samples.cube.reshape(-1, 3)
+        refined = loaded.signatures["refine_centre"](crops=tf.constant(crops), cube=tf.constant(cube))
+        ref_offset = refiner.predict_on_batch(crops)
+        errs.append(_errors_mm(ref_offset, refined["offset_normalized"].numpy(), samples.cube))
+        errs.append((float(np.abs(refined["offset_mm"].numpy() - ref_offset * cube / 2.0).max()), 0.0))
     # the mm outputs must be the normalised ones mapped back with the same centre/cube
     from keras_cadstn.preprocessing import joints_to_mm
     mm_err = np.abs(seq["joints_mm"].numpy() - joints_to_mm(ref_seq, samples.center_xyz, samples.cube)).max()
@@ -159,6 +180,8 @@ def _input_specs(keras_model, batch):
 
 
 def _output_names(keras_model) -> list:
+    if keras_model.name == "centre_refiner":
+        return ["offset"]
     return ["joints", "lstm_h_out", "lstm_c_out"][:len(keras_model.outputs)]
 
 
@@ -181,6 +204,10 @@ def keras_artifact_model(bundle, which: str, folded: bool = False):
     (``fold_sliced_convolutions``)."""
     if which not in MODELS:
         raise ConfigError(f"model must be one of {MODELS}, got {which!r}")
+    if which == "refine":
+        if bundle.refiner is None:
+            raise ConfigError(f"{bundle.path}: the bundle has no centre refiner to export")
+        return bundle.refiner
     spatial = bundle.spatial_model()
     if folded:
         from keras_cadstn.models import fold_sliced_convolutions
@@ -191,12 +218,12 @@ def keras_artifact_model(bundle, which: str, folded: bool = False):
 def representative_inputs(step_or_spatial, samples: Samples, which: str):
     """int8 calibration data, one dict of named inputs per frame (batch 1): real crops and, for the
     step, the LSTM states they produce clip by clip from zero state."""
-    if which == "spatial":
-        for crop in samples.crops:
+    if which != "step":
+        for crop in _single_frame_inputs(step_or_spatial, samples, which):
             yield {"crop": crop[None]}
         return
     feeds = []
-    keras_ = KerasStep(step_or_spatial)
+    keras_ = KerasFunction(step_or_spatial)
 
     def recording(crop, h, c):
         feeds.append({"crop": crop, "lstm_h": h, "lstm_c": c})
@@ -204,6 +231,11 @@ def representative_inputs(step_or_spatial, samples: Samples, which: str):
 
     run_step_over_clips(recording, step_or_spatial.inputs[1].shape[-1], samples, clips_at_once=False)
     yield from feeds
+
+
+def _single_frame_inputs(keras_model, samples: Samples, which: str) -> np.ndarray:
+    """The crops a one-frame model (spatial network or centre refiner) is checked and calibrated on."""
+    return samples.refiner_crops(keras_model.input.shape[1]) if which == "refine" else samples.crops
 
 
 def convert_tflite(keras_model, precision: str = "float32", representative=None) -> bytes:
@@ -268,13 +300,14 @@ def _verify_and_publish(tmp: str, path: str, fmt: str, which: str, precision: st
     """Run the artifact at ``tmp`` (``runner``) and the Keras model on ``samples``; rename it to
     ``path`` if within tolerance, else ``ParityError`` and nothing left. ``batch_one``: the artifact
     has a fixed batch of 1 (TFLite); otherwise every crop/clip goes in one batch (dynamic batch)."""
-    if which == "spatial":
-        ref = keras_model.predict_on_batch(samples.crops)
-        got = (np.concatenate([runner(crop=c[None])["joints"] for c in samples.crops]) if batch_one
-               else runner(crop=samples.crops)["joints"])
+    if which != "step":
+        crops, output = _single_frame_inputs(keras_model, samples, which), _output_names(keras_model)[0]
+        ref = keras_model.predict_on_batch(crops)
+        got = (np.concatenate([runner(crop=c[None])[output] for c in crops]) if batch_one
+               else runner(crop=crops)[output])
     else:
         units = keras_model.inputs[1].shape[-1]
-        ref = run_step_over_clips(KerasStep(keras_model), units, samples)
+        ref = run_step_over_clips(KerasFunction(keras_model), units, samples)
         got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=not batch_one)
     return _check_and_publish(ExportReport(path, fmt, which, precision, *_errors_mm(ref, got, samples.cube),
                                            _size(tmp)), tmp)
@@ -300,20 +333,42 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
 
 
 def export_step(bundle, backend: str = "tflite", precision: str = "float32", path: str | None = None,
-                samples: Samples | None = None) -> str:
-    """The streaming step model the tracker runs on ``backend`` ('tflite' or 'onnx'), exported and
-    verified once into the cache (``runtime.step_artifact_path``) or to ``path``; returns its path."""
-    from keras_cadstn.runtime import step_artifact_path
-    path = path or step_artifact_path(bundle, backend, precision)
+                samples: Samples | None = None, which: str = "step", calibration: Samples | None = None) -> str:
+    """A model the tracker runs on ``backend`` ('tflite' or 'onnx'): the streaming step, or
+    (``which='refine'``) the centre refiner, exported and verified once into the cache
+    (``runtime.artifact_path``) or to ``path``; returns its path."""
+    from keras_cadstn.runtime import artifact_path
+    path = path or artifact_path(bundle, backend, precision, which)
     if not os.path.isfile(path):
         if backend == "tflite":
-            export_tflite(bundle, path, "step", precision, samples)
+            export_tflite(bundle, path, which, precision, samples, calibration)
         elif backend == "onnx" and precision == "float32":
-            export_onnx(bundle, path, "step", samples=samples)
+            export_onnx(bundle, path, which, samples=samples)
         else:
-            raise ConfigError(f"no exported step model for backend {backend!r} at {precision!r} "
+            raise ConfigError(f"no exported {which} model for backend {backend!r} at {precision!r} "
                               f"(tflite: {PRECISIONS}; onnx: float32)")
     return path
+
+
+def export_for_tracker(bundle, backend: str = "tflite", precision: str = "float32", directory: str | None = None,
+                       samples: Samples | None = None, calibration: Samples | None = None) -> dict:
+    """Everything ``HandTracker(bundle, backend, precision, **paths)`` runs, exported and verified:
+    {'model_path': the step, 'refiner_path': the centre refiner or None}; into the cache, or into
+    ``directory`` when given (an artifact already in either is used as it is). Parity is checked on
+    ``samples``, int8 calibrated on ``calibration`` (default: ``samples``). Nothing for the Keras
+    backend."""
+    if backend == "keras":
+        return {"model_path": None, "refiner_path": None}
+    samples = samples or sample_clips(bundle)
+
+    def place(which):
+        if directory is None:
+            return None
+        suffix = f"_{precision}.tflite" if backend == "tflite" else ".onnx"
+        return os.path.join(directory, which + suffix)
+    return {"model_path": export_step(bundle, backend, precision, place("step"), samples, "step", calibration),
+            "refiner_path": export_step(bundle, backend, precision, place("refine"), samples, "refine", calibration)
+            if bundle.refiner is not None else None}
 
 
 # ----------------------------------------------------------------------------- everything
@@ -345,6 +400,8 @@ def export_all(bundle, out_dir: str, records: str | None = None, precisions=PREC
     if saved_model:
         attempt(lambda: export_saved_model(bundle, os.path.join(out_dir, "saved_model"), samples=samples))
     for which in MODELS:
+        if which == "refine" and bundle.refiner is None:
+            continue
         for precision in precisions:
             attempt(lambda: export_tflite(bundle, os.path.join(out_dir, f"{which}_{precision}.tflite"), which,
                                           precision, samples, calibration))

@@ -2,7 +2,8 @@
 checked on. Used by the tracker (which needs nothing else) and by the exporter (which checks what it
 writes against the Keras model with the same runners).
 
-- ``KerasStep``: the Keras streaming step model as ``step(crop, h, c) -> (joints, h', c')``.
+- ``KerasFunction``: a Keras model as a NumPy callable (the streaming step model as
+  ``step(crop, h, c) -> (joints, h', c')``, the centre refiner as ``refiner(crop) -> offset``).
 - ``TFLiteRunner`` (LiteRT) and ``ONNXRunner`` (onnxruntime): an exported model called by input
   name; ``as_step`` turns a step model's runner into the same ``step`` callable.
 - ``run_step_over_clips``: any ``step`` over clips from zero LSTM state.
@@ -19,24 +20,29 @@ import numpy as np
 from keras_cadstn.errors import DataError
 
 
-class KerasStep:
-    """A Keras step model ``[crop, h, c] -> [joints, h', c']`` as a NumPy callable.
+class KerasFunction:
+    """A Keras model as a NumPy callable: ``fn(*inputs) -> [outputs]`` (the step model:
+    ``fn(crop, h, c) -> [joints, h', c']``; the centre refiner: ``fn(crop) -> [offset]``).
 
     On TensorFlow a ``tf.function`` (one trace per input shape; far less overhead per frame than
     ``predict_on_batch``); on JAX/torch the model's own compiled predict step.
     """
 
-    def __init__(self, step_model):
+    def __init__(self, model):
         import keras
-        self.model = step_model
+        self.model = model
+
+        def as_model_input(inputs):
+            return list(inputs) if len(inputs) > 1 else inputs[0]
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
-            self.fn = tf.function(lambda crop, h, c: step_model([crop, h, c], training=False), reduce_retracing=True)
+            self.fn = tf.function(lambda *inputs: model(as_model_input(inputs), training=False), reduce_retracing=True)
         else:
-            self.fn = lambda crop, h, c: step_model.predict_on_batch([crop, h, c])
+            self.fn = lambda *inputs: model.predict_on_batch(as_model_input(inputs))
 
-    def __call__(self, crop, h, c):
-        return [np.asarray(o) for o in self.fn(crop, h, c)]
+    def __call__(self, *inputs):
+        outputs = self.fn(*inputs)
+        return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
 class TFLiteRunner:
@@ -77,13 +83,15 @@ def cache_dir() -> str:
     return os.environ.get("KERAS_CADSTN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
 
 
-def step_artifact_path(bundle, backend: str, precision: str = "float32") -> str:
-    """Where the exported step model of ``bundle`` for ``backend``/``precision`` lives in the cache,
-    keyed by the content of the bundle's model file (a retrained bundle gets a new entry)."""
-    from keras_cadstn.bundle import MODEL_FILE
+def artifact_path(bundle, backend: str, precision: str = "float32", which: str = "step") -> str:
+    """Where the exported ``which`` model ('step', or 'refine': the centre refiner) of ``bundle`` for
+    ``backend``/``precision`` lives in the cache, keyed by the content of the Keras file it comes from
+    (a retrained bundle gets a new entry)."""
+    from keras_cadstn.bundle import MODEL_FILE, REFINER_FILE
     from keras_cadstn.data.tfrecord import file_sha256
-    name = f"step_{precision}.tflite" if backend == "tflite" else "step.onnx"
-    return os.path.join(cache_dir(), "exports", file_sha256(os.path.join(bundle.path, MODEL_FILE))[:20], name)
+    name = f"{which}_{precision}.tflite" if backend == "tflite" else f"{which}.onnx"
+    source = os.path.join(bundle.path, REFINER_FILE if which == "refine" else MODEL_FILE)
+    return os.path.join(cache_dir(), "exports", file_sha256(source)[:20], name)
 
 
 def as_step(runner):
@@ -92,6 +100,13 @@ def as_step(runner):
         out = runner(crop=crop, lstm_h=h, lstm_c=c)
         return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
     return step
+
+
+def as_refiner(runner):
+    """A runner of an exported centre refiner (or a ``KerasFunction``) as ``refiner(crop) -> offset``."""
+    if isinstance(runner, KerasFunction):
+        return lambda crop: runner(crop)[0]
+    return lambda crop: runner(crop=crop)["offset"]
 
 
 def run_step_over_clips(step, units: int, samples: "Samples", clips_at_once: bool = True) -> np.ndarray:
@@ -122,6 +137,13 @@ class Samples:
     @property
     def crops(self) -> np.ndarray:
         return self.clips.reshape((-1,) + self.clips.shape[2:])
+
+    def refiner_crops(self, size: int) -> np.ndarray:
+        """The crops resampled to the centre refiner's ``size`` (nearest pixel, as the pre-processing
+        resamples): (B*T, S, S, 1)."""
+        m = self.clips.shape[2]
+        idx = np.clip(np.rint((np.arange(size) + 0.5) * m / size - 0.5), 0, m - 1).astype(np.int64)
+        return np.ascontiguousarray(self.crops[:, idx][:, :, idx])
 
 
 def sample_clips(bundle, num_clips: int = 2, records: str | None = None, seed: int = 7) -> Samples:

@@ -22,6 +22,9 @@ from keras_cadstn.errors import ConfigError, DataError, TrainingError
 from keras_cadstn.models import CADSTNConfig
 
 STAGES = ("baseline", "sliced3d", "spatial", "temporal", "fusion")
+# what TrainConfig.steps may name: Algorithm 1's stages and the hand-centre refiner (ours, trained on
+# raw frames by keras_cadstn.refine.train_refiner, not by train_cadstn)
+STEP_KEYS = STAGES + ("refine",)
 STRATEGIES = ("default", "mirrored", "multiworker")
 SCHEDULES = ("step", "cosine")
 # How the temporal network's per-frame encoder starts: copied from the trained Baseline and frozen
@@ -71,8 +74,8 @@ class TrainConfig:
 
     def __post_init__(self):
         for stage, n in self.steps.items():
-            if stage not in STAGES or int(n) < 1:
-                raise ConfigError(f"steps: every stage must be one of {STAGES} with >= 1 step, got {stage}={n}")
+            if stage not in STEP_KEYS or int(n) < 1:
+                raise ConfigError(f"steps: every stage must be one of {STEP_KEYS} with >= 1 step, got {stage}={n}")
         for name in ("batch_size", "checkpoint_every", "decay_every", "steps_per_execution"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -48,14 +48,23 @@ def rng():
 TINY_NETWORK = dict(image_size=SMALL, seq_len=4, fc_units=32, lstm_units=16)
 
 
+TINY_REFINER = dict(image_size=16, filters=(4, 8), fc_units=16)
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    """An (untrained) CADSTN bundle at 32x32, T=4, NYU spec: for export and tracker plumbing."""
+    """An (untrained) CADSTN bundle at 32x32, T=4, NYU spec, with a 16x16 centre refiner whose
+    offset is nearly zero (random weights, the last layer scaled down: an untrained refiner would
+    walk the centre off the hand): for export and tracker plumbing."""
     import keras
     from keras_cadstn.bundle import load_bundle, save_bundle
     from keras_cadstn.data.frames import NYU
-    from keras_cadstn.models import CADSTNConfig, build_cadstn
+    from keras_cadstn.models import CADSTNConfig, RefinerConfig, build_cadstn, build_centre_refiner
     keras.utils.set_random_seed(5)
-    config = CADSTNConfig(**TINY_NETWORK)
-    path = save_bundle(str(tmp_path_factory.mktemp("bundle") / "bundle"), build_cadstn(config=config), NYU, config)
+    config, refiner = CADSTNConfig(**TINY_NETWORK), RefinerConfig(**TINY_REFINER)
+    centre_refiner = build_centre_refiner(refiner)
+    last = centre_refiner.get_layer("offset")
+    last.set_weights([w * 1e-3 for w in last.get_weights()])
+    path = save_bundle(str(tmp_path_factory.mktemp("bundle") / "bundle"), build_cadstn(config=config), NYU, config,
+                       centre_refiner, refiner)
     return load_bundle(path)

@@ -11,6 +11,7 @@ from keras_cadstn.evaluate import (clip_starts, load_results, mean_error, predic
                                    sequence_segments)
 from keras_cadstn.data.tfrecord import read_manifest
 from keras_cadstn.errors import DataError
+from keras_cadstn.models import RefinerConfig
 from keras_cadstn.train import TrainConfig
 
 
@@ -56,12 +57,16 @@ def test_example_restricts_the_dataset(capsys):
 
 
 def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
-    train = TrainConfig(steps=dict.fromkeys(("baseline", "sliced3d", "spatial", "temporal", "fusion"), 2),
+    train = TrainConfig(steps=dict.fromkeys(("baseline", "sliced3d", "spatial", "temporal", "fusion", "refine"), 2),
                         batch_size=16, checkpoint_every=2, verbose=0)
     cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=24, train_sequences=2, val_sequences=1,
                      test_sequences=1, image_size=32, seq_len=4, network=(("fc_units", 32), ("lstm_units", 16)),
-                     seeds=2, train=train)
+                     seeds=2, train=train, refiner=RefinerConfig(image_size=16, filters=(4, 8), fc_units=16))
     res = run_demo(cfg)
+    # the tracker's rows: labelled centre, the localiser's, and the localiser's moved by the refiner
+    assert list(res["tracker"]) == ["labelled", "localiser", "localiser + refiner"]
+    assert all(v["frames"] == 24 for v in res["tracker"].values())
+    assert os.path.isfile(tmp_path / "run" / "refine" / "model.keras")
     assert res["frames_evaluated"] == 24 and res["centre"] == "labelled"  # every test frame, in order
     assert list(res["ablation"]) == ["Baseline", "Sliced 3D", "Spatial", "Temporal", "CADSTN", "Fixed w (val)"]
     assert res["seeds"] == 2 and all(v["n"] == 2 and v["sd"] >= 0 for v in res["ablation_spread"].values())
@@ -77,7 +82,8 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
         assert os.path.getsize(tmp_path / "plots" / name) > 1000
     assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
     from keras_cadstn import load_bundle
-    assert load_bundle(res["bundle"]).image_size == 32
+    bundle = load_bundle(res["bundle"])
+    assert bundle.image_size == 32 and bundle.refiner_config.image_size == 16 and bundle.refiner is not None
 
 
 def test_demo_data_made_with_other_counts_is_refused_not_reused(tmp_path):

@@ -62,7 +62,7 @@ def test_saved_model_serving_layout_signatures_and_predict_request(tiny_bundle, 
     assert sorted(os.listdir(tmp_path / "cadstn")) == ["3"]  # no temporary left for TF Serving to see
 
     loaded = tf.saved_model.load(report.path)
-    assert {"serving_default", "predict_sequence", "predict_frames"} <= set(loaded.signatures)
+    assert {"serving_default", "predict_sequence", "predict_frames", "refine_centre"} <= set(loaded.signatures)
     seq = loaded.signatures["predict_sequence"]
     assert set(seq.structured_input_signature[1]) == {"clips", "center_xyz", "cube"}
     assert set(seq.structured_outputs) == {"joints_mm", "joints_normalized"}
@@ -89,6 +89,14 @@ def test_saved_model_serving_layout_signatures_and_predict_request(tiny_bundle, 
     np.testing.assert_allclose(frames["joints_normalized"].numpy(),
                                tiny_bundle.spatial_model().predict_on_batch(samples.crops), atol=1e-5)
 
+    # the bundle's centre refiner: offset to the reference joint, normalised and in mm (x cube / 2)
+    crops = samples.refiner_crops(16)
+    assert crops.shape == (len(samples.crops), 16, 16, 1)
+    refined = loaded.signatures["refine_centre"](crops=tf.constant(crops), cube=tf.constant(samples.cube.reshape(-1, 3)))
+    offset = tiny_bundle.refiner.predict_on_batch(crops)
+    np.testing.assert_allclose(refined["offset_normalized"].numpy(), offset, atol=1e-5)
+    np.testing.assert_allclose(refined["offset_mm"].numpy(), offset * 150.0, atol=1e-3)
+
 
 @pytest.mark.parametrize("which", export.MODELS)
 def test_tflite_and_onnx_match_keras(tiny_bundle, samples, tmp_path, which):
@@ -110,6 +118,11 @@ def test_tflite_and_onnx_match_keras(tiny_bundle, samples, tmp_path, which):
     if which == "spatial":
         ref = model.predict_on_batch(crop)
         got, got_onnx = runner(crop=crop)["joints"], onnx_runner(crop=crop)["joints"]
+    elif which == "refine":
+        crop = samples.refiner_crops(16)[:1]
+        ref = model.predict_on_batch(crop)
+        got, got_onnx = runner(crop=crop)["offset"], onnx_runner(crop=crop)["offset"]
+        assert ref.shape == (1, 3)
     else:
         h = np.random.default_rng(0).normal(size=(1, 16)).astype("float32")
         ref = model.predict_on_batch([crop, h, h])[0]
@@ -224,10 +237,10 @@ def test_export_cli_calibrates_int8_on_its_own_records(tiny_bundle, synth_record
     args = ["export", "--bundle", tiny_bundle.path, "--records", test, "--calibration-records", train,
             "--precisions", "int8", "--no-onnx", "--no-saved-model", "--clips", "2"]
     assert cli.main(args + ["--out", str(tmp_path / "ok")]) == 0
-    assert sorted(os.listdir(tmp_path / "ok")) == ["spatial_int8.tflite", "step_int8.tflite"]
+    assert sorted(os.listdir(tmp_path / "ok")) == ["refine_int8.tflite", "spatial_int8.tflite", "step_int8.tflite"]
     assert f"int8 calibrated on {train}" in capsys.readouterr().out
     first_train_crop = read_test_split(train)[0][0]
-    assert len(seen) == 2 and all(np.array_equal(s, first_train_crop) for s in seen)  # not the test crops
+    assert len(seen) == 3 and all(np.array_equal(s, first_train_crop) for s in seen)  # not the test crops
 
     monkeypatch.setitem(export.TOLERANCE_MM, "int8", 0.0)
     assert cli.main(args + ["--out", str(tmp_path / "refused")]) == 1

@@ -48,12 +48,14 @@ def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundle, fr
 
 
 def test_backends_agree(tiny_bundle, frames, tmp_path):
+    """Step and centre refiner on each backend: the same joints from the localiser's centres."""
     results = {}
     for backend in ("keras", "tflite", "onnx"):
-        path = None if backend == "keras" else str(tmp_path / ("step.tflite" if backend == "tflite" else "step.onnx"))
-        if path:
-            assert export.export_step(tiny_bundle, backend, path=path) == path  # exported and verified
-        tracker = HandTracker(tiny_bundle, backend=backend, model_path=path)
+        paths = export.export_for_tracker(tiny_bundle, backend, directory=str(tmp_path))  # exported and verified
+        assert all(p is None for p in paths.values()) if backend == "keras" else \
+            all(os.path.isfile(p) for p in paths.values())
+        tracker = HandTracker(tiny_bundle, backend=backend, **paths)
+        assert tracker.refiner is not None  # the bundle has one: used by default
         results[backend] = np.asarray([tracker.update(d).joints_mm for d, _ in frames])
     np.testing.assert_allclose(results["tflite"], results["keras"], atol=0.01)
     np.testing.assert_allclose(results["onnx"], results["keras"], atol=0.01)

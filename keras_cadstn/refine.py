@@ -1,0 +1,172 @@
+"""Learned hand-centre refinement: its training crops, its training stage, and applying it.
+
+At test time there is no label, so the pose crop's centre comes from the depth alone
+(``tracking.HandLocaliser``), and that centre is where the arm's and the body's pixels pull it: tens
+of millimetres from where training centred the crops (the reference joint, refined by the centre
+of mass). The refiner (``models.refiner``) looks at a coarse crop around the localiser's centre and
+regresses the offset to the reference joint; the tracker then cuts the pose crop around that point
+with the training pre-processing, so the pose networks see crops like the ones they were trained on.
+
+Training crops are cut from the raw frames of an imported split around centres perturbed as the
+localiser's are at test time: the localiser's own detection on that frame, and normal offsets around
+the reference joint (``RefinerConfig.perturb_mm``, at most ``max_offset_mm``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from keras_cadstn import atomic
+from keras_cadstn.errors import DataError
+from keras_cadstn.models.config import RefinerConfig
+from keras_cadstn.preprocessing import crop_and_normalize
+
+STAGE = "refine"
+EXAMPLES_FILE = "examples.npz"
+DEFAULT_STEPS = 20000  # ours (the paper has no refiner): a third of a pose stage's schedule
+
+
+def refiner_crop(depth_mm, centre_uvd, cube, camera, config: RefinerConfig) -> np.ndarray:
+    """The refiner's input around ``centre_uvd``: (S, S, 1), normalised like the pose crops."""
+    crop, _ = crop_and_normalize(depth_mm, centre_uvd, cube, camera, config.image_size)
+    return crop[:, :, None]
+
+
+def move_centre(centre_uvd, offset_normalized, cube, camera) -> np.ndarray:
+    """``centre_uvd`` moved by a cube-normalised xyz offset (the refiner's output): new uvd."""
+    xyz = camera.uvd_to_xyz(np.asarray(centre_uvd, np.float64))
+    return camera.xyz_to_uvd(xyz + np.asarray(offset_normalized, np.float64) * np.asarray(cube, np.float64) / 2.0)
+
+
+def refine_centre(refiner, depth_mm, centre_uvd, cube, camera, config: RefinerConfig) -> np.ndarray:
+    """Apply ``refiner`` (crop (1, S, S, 1) -> offset (1, 3), any backend) ``config.iterations``
+    times from ``centre_uvd``; returns the estimated reference joint (uvd). A step that would leave
+    the camera's front (depth <= 0) is not taken."""
+    centre = np.asarray(centre_uvd, np.float64)
+    for _ in range(config.iterations):
+        offset = np.asarray(refiner(refiner_crop(depth_mm, centre, cube, camera, config)[None]), np.float64)[0]
+        if not np.all(np.isfinite(offset)) or centre[2] + offset[2] * cube[2] / 2.0 <= 0:
+            break
+        centre = move_centre(centre, offset, cube, camera)
+    return centre
+
+
+def training_centres(depth_mm, reference_uvd, cube, camera, config: RefinerConfig, rng, localiser=None) -> list:
+    """Centres (uvd) to cut one frame's training crops around: the localiser's detection (when it
+    lies within ``max_offset_mm`` of the reference joint) and normal perturbations of the joint."""
+    ref_xyz = camera.uvd_to_xyz(np.asarray(reference_uvd, np.float64))
+    centres = []
+    if localiser is not None:
+        found = localiser.detect(depth_mm, cube, camera)
+        if found is not None and np.linalg.norm(camera.uvd_to_xyz(found) - ref_xyz) <= config.max_offset_mm:
+            centres.append(np.asarray(found, np.float64))
+    while len(centres) < config.samples_per_frame:
+        offset = rng.normal(0.0, config.perturb_mm, 3)
+        norm = np.linalg.norm(offset)
+        if norm > config.max_offset_mm:
+            offset *= config.max_offset_mm / norm
+        uvd = camera.xyz_to_uvd(ref_xyz + offset)
+        if uvd[2] > 0:
+            centres.append(uvd)
+    return centres
+
+
+def make_examples(split, config: RefinerConfig = RefinerConfig(), seed: int = 0, progress: bool = True,
+                  localiser=None) -> tuple:
+    """(crops (N, S, S, 1) float16, offsets (N, 3) float32): ``samples_per_frame`` crops per frame of
+    an imported split, each with the cube-normalised offset from its centre to the reference joint."""
+    from tqdm.auto import tqdm
+
+    from keras_cadstn.preprocessing import check_depth_image
+    if localiser is None:
+        from keras_cadstn.tracking import HandLocaliser
+        localiser = HandLocaliser()
+    spec, rng = split.spec, np.random.default_rng(seed)
+    crops, offsets = [], []
+    for i, frame in enumerate(tqdm(split.frames, desc=f"refiner crops ({split.split})", disable=not progress,
+                                   unit="frame")):
+        where = f"{split.split} frame {i} ({frame.path})"
+        depth_mm = spec.camera.to_mm(check_depth_image(split.read_depth(frame.path), spec.camera, where))
+        cube = np.asarray(frame.cube, np.float64)
+        ref_uvd = frame.joints_uvd[spec.reference_joint]
+        ref_xyz = spec.camera.uvd_to_xyz(ref_uvd)
+        for centre in training_centres(depth_mm, ref_uvd, cube, spec.camera, config, rng, localiser):
+            crops.append(refiner_crop(depth_mm, centre, cube, spec.camera, config).astype(np.float16))
+            offsets.append((ref_xyz - spec.camera.uvd_to_xyz(centre)) / (cube / 2.0))
+    if not crops:
+        raise DataError(f"{split.split}: no frames to make refiner crops from")
+    return np.stack(crops), np.asarray(offsets, np.float32)
+
+
+def cached_examples(path: str, split, config: RefinerConfig, seed: int, progress: bool = True) -> tuple:
+    """``make_examples`` saved once at ``path`` (atomically) and read back by a resumed run; a file made
+    from another split or configuration is made again."""
+    key = np.frombuffer(repr((len(split), split.split, config.to_dict(), seed)).encode(), np.uint8)
+    if os.path.isfile(path):
+        try:
+            with np.load(path) as f:
+                if np.array_equal(f["key"], key):
+                    return f["crops"], f["offsets"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: made again below
+    crops, offsets = make_examples(split, config, seed, progress)
+    with atomic.atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, crops=crops, offsets=offsets, key=key)
+    return crops, offsets
+
+
+def examples_dataset(crops, offsets, batch_size: int, seed: int, training: bool = True):
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices((crops.astype(np.float32), offsets))
+    if training:
+        ds = ds.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+def train_refiner(train_split, run_dir: str, config: RefinerConfig = RefinerConfig(), cfg=None,
+                  val_split=None, progress: bool = True):
+    """Train the centre refiner on crops of ``train_split`` (raw frames, e.g. ``load_split('nyu', root,
+    'train')``) into ``<run_dir>/refine/``: resumable like every stage (``train.fit_stage``), and
+    loaded instead of retrained when its ``model.keras`` exists. Steps: ``cfg.steps['refine']``."""
+    import keras
+
+    from keras_cadstn.models.refiner import build_centre_refiner
+    from keras_cadstn.train import TrainConfig, fit_stage, load_stage, make_optimizer
+    cfg = cfg or TrainConfig()
+    steps = cfg.steps.get(STAGE, DEFAULT_STEPS)
+    stage_dir = os.path.join(run_dir, STAGE)
+    if os.path.isfile(os.path.join(stage_dir, "model.keras")):
+        return load_stage(run_dir, STAGE, steps)
+    os.makedirs(stage_dir, exist_ok=True)
+    crops, offsets = cached_examples(os.path.join(stage_dir, EXAMPLES_FILE), train_split, config, cfg.seed, progress)
+    val = None
+    if val_split is not None and len(val_split):
+        val = examples_dataset(*cached_examples(os.path.join(stage_dir, "val_" + EXAMPLES_FILE), val_split, config,
+                                                cfg.seed + 1, progress), cfg.batch_size, cfg.seed, training=False)
+    print(f"[{STAGE}] training {steps} steps on {len(crops)} crops", flush=True)
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_centre_refiner(config)
+    model.compile(optimizer=make_optimizer(cfg, steps, STAGE), loss="mse")
+    fit_stage(model, examples_dataset(crops, offsets, cfg.batch_size, cfg.seed), stage_dir, steps, cfg, val)
+    return model
+
+
+def centre_error_mm(refiner, split, config: RefinerConfig, seed: int = 1, progress: bool = True) -> dict:
+    """On an imported split: distance (mm) from the reference joint of the localiser-like centres
+    (``training_centres``) before and after ``refine_centre``; median and 90th percentile."""
+    from keras_cadstn.runtime import KerasFunction
+    run = KerasFunction(refiner)
+    spec, rng = split.spec, np.random.default_rng(seed)
+    before, after = [], []
+    for frame in split.frames:
+        depth_mm = spec.camera.to_mm(split.read_depth(frame.path))
+        cube = np.asarray(frame.cube, np.float64)
+        ref_uvd = frame.joints_uvd[spec.reference_joint]
+        ref_xyz = spec.camera.uvd_to_xyz(ref_uvd)
+        for centre in training_centres(depth_mm, ref_uvd, cube, spec.camera, config, rng):
+            before.append(np.linalg.norm(spec.camera.uvd_to_xyz(centre) - ref_xyz))
+            refined = refine_centre(lambda crop: run(crop)[0], depth_mm, centre, cube, spec.camera, config)
+            after.append(np.linalg.norm(spec.camera.uvd_to_xyz(refined) - ref_xyz))
+    return {name: {"median": float(np.median(v)), "p90": float(np.percentile(v, 90))}
+            for name, v in (("before", before), ("after", after))}

@@ -1,0 +1,144 @@
+"""The learned hand-centre refiner: its arithmetic, its training crops, that it learns, and that the
+tracker and the bundle use it."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_cadstn.bundle import SPEC_FILE, load_bundle, save_bundle
+from keras_cadstn.camera import NYU_CAMERA
+from keras_cadstn.data.nyu import load_nyu
+from keras_cadstn.errors import DataError
+from keras_cadstn.models import RefinerConfig, build_centre_refiner
+from keras_cadstn.preprocessing import hand_center
+from keras_cadstn.refine import (centre_error_mm, make_examples, move_centre, refine_centre, train_refiner,
+                                 training_centres)
+from keras_cadstn.tracking import HandLocaliser, HandTracker
+from keras_cadstn.train import TrainConfig
+from conftest import TINY_REFINER
+
+CUBE = np.array([300.0, 300.0, 300.0])
+
+
+def test_move_centre_is_the_offset_times_half_the_cube_in_camera_mm():
+    centre = np.array([320.0, 240.0, 600.0])
+    xyz = NYU_CAMERA.uvd_to_xyz(centre)
+    moved = move_centre(centre, [0.1, -0.2, 0.05], CUBE, NYU_CAMERA)
+    np.testing.assert_allclose(NYU_CAMERA.uvd_to_xyz(moved), xyz + [15.0, -30.0, 7.5], atol=1e-9)
+    # by hand at 607.5 mm depth: u = cx + fx * x / z
+    x = xyz[0] + 15.0
+    assert moved[0] == pytest.approx(NYU_CAMERA.cx + NYU_CAMERA.fx * x / 607.5)
+
+
+def test_refine_centre_applies_the_refiner_iterations_times():
+    depth = np.full((480, 640), 600.0)
+    seen = []
+
+    def refiner(crop):
+        seen.append(crop.shape)
+        return np.array([[0.1, 0.0, 0.0]], np.float32)
+
+    config = RefinerConfig(image_size=16, filters=(4, 8), iterations=3)
+    start = np.array([300.0, 200.0, 600.0])
+    out = refine_centre(refiner, depth, start, CUBE, NYU_CAMERA, config)
+    assert seen == [(1, 16, 16, 1)] * 3
+    np.testing.assert_allclose(NYU_CAMERA.uvd_to_xyz(out), NYU_CAMERA.uvd_to_xyz(start) + [45.0, 0, 0], atol=1e-6)
+    # a step that would put the centre behind the camera is not taken
+    back = refine_centre(lambda crop: np.array([[0.0, 0.0, -10.0]]), depth, start, CUBE, NYU_CAMERA, config)
+    np.testing.assert_array_equal(back, start)
+
+
+@pytest.fixture(scope="module")
+def train_split(synth_root):
+    return load_nyu(synth_root, "train")
+
+
+def test_training_centres_lie_around_the_reference_joint(train_split):
+    spec, frame = train_split.spec, train_split.frames[5]
+    depth = spec.camera.to_mm(train_split.read_depth(frame.path))
+    ref = frame.joints_uvd[spec.reference_joint]
+    config = RefinerConfig(perturb_mm=30.0, max_offset_mm=60.0, samples_per_frame=50)
+    localiser = HandLocaliser()
+    centres = training_centres(depth, ref, CUBE, spec.camera, config, np.random.default_rng(0), localiser)
+    assert len(centres) == 50
+    dist = np.linalg.norm(spec.camera.uvd_to_xyz(np.asarray(centres)) - spec.camera.uvd_to_xyz(ref), axis=1)
+    assert dist.max() <= 60.0 + 1e-6 and dist.min() > 0.0
+    assert 30.0 < np.median(dist) < 60.0  # a 3-D normal of sd 30 mm: median distance ~46 mm
+    detected = localiser.detect(depth, CUBE, spec.camera)  # the localiser's own centre comes first
+    np.testing.assert_allclose(centres[0], detected)
+
+
+def test_examples_hold_the_offset_to_the_reference_joint(train_split):
+    config = RefinerConfig(image_size=16, filters=(4, 8), samples_per_frame=2, max_offset_mm=80.0)
+    crops, offsets = make_examples(train_split, config, seed=0, progress=False)
+    assert crops.shape == (2 * len(train_split), 16, 16, 1) and crops.dtype == np.float16
+    assert offsets.shape == (2 * len(train_split), 3)
+    mm = np.linalg.norm(offsets * 150.0, axis=1)
+    assert mm.max() <= 80.0 + 1e-3 and np.median(mm) > 10.0
+    assert np.all(np.abs(crops) <= 1.0) and np.any(crops < 1.0, axis=(1, 2, 3)).mean() > 0.9  # hands in view
+
+
+def test_the_refiner_learns_to_move_centres_to_the_reference_joint(synth_root, train_split, tmp_path):
+    config = RefinerConfig(image_size=32, perturb_mm=30.0, samples_per_frame=4)
+    cfg = TrainConfig(steps={"refine": 400}, batch_size=32, learning_rate=1e-3, schedule="cosine",
+                      checkpoint_every=200, verbose=0)
+    refiner = train_refiner(train_split, str(tmp_path), config, cfg, progress=False)
+    test = load_nyu(synth_root, "test")
+    errors = centre_error_mm(refiner, test, config)
+    assert errors["after"]["median"] < 0.6 * errors["before"]["median"], errors
+    # a finished stage is loaded, not trained again
+    again = train_refiner(train_split, str(tmp_path), config, cfg, progress=False)
+    for a, b in zip(again.get_weights(), refiner.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(again.optimizer.iterations.numpy()) == 400
+
+
+def constant_refiner(config, offset):
+    """A refiner whose output is ``offset`` whatever it sees (zero weights, bias = offset)."""
+    model = build_centre_refiner(config)
+    last = model.get_layer("offset")
+    last.set_weights([np.zeros_like(last.get_weights()[0]), np.asarray(offset, np.float32)])
+    return model
+
+
+def test_the_tracker_moves_the_localisers_centre_by_the_refiner(tiny_bundle, tmp_path):
+    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
+    config = RefinerConfig(**TINY_REFINER, iterations=2)
+    path = save_bundle(str(tmp_path / "b"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config,
+                       constant_refiner(config, [0.05, -0.04, 0.0]), config)
+    bundle = load_bundle(path)
+    depth, _ = SequenceRenderer(4, SynthConfig()).render(0)
+    cube = np.asarray(bundle.spec.cube, np.float64)
+    found, _ = HandLocaliser().track(depth, None, cube, NYU_CAMERA)
+    moved = move_centre(move_centre(found, [0.05, -0.04, 0.0], cube, NYU_CAMERA), [0.05, -0.04, 0.0], cube, NYU_CAMERA)
+    expected = hand_center(depth, moved, cube, NYU_CAMERA)  # then the training pre-processing's centre
+
+    result = HandTracker(bundle).update(depth)
+    np.testing.assert_allclose(result.center_uvd, expected, atol=1e-4)
+    plain = HandTracker(bundle, refine=False).update(depth)
+    np.testing.assert_allclose(plain.center_uvd, found)
+    given = HandTracker(bundle).update(depth, center_uvd=moved)  # a given centre is not refined
+    np.testing.assert_allclose(given.center_uvd, expected)
+
+
+def test_bundle_keeps_the_refiner_and_refuses_a_wrong_one(tiny_bundle, tmp_path):
+    again = load_bundle(tiny_bundle.path)
+    assert again.refiner_config == RefinerConfig(**TINY_REFINER)
+    for a, b in zip(again.refiner.get_weights(), tiny_bundle.refiner.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    meta = json.load(open(os.path.join(tiny_bundle.path, SPEC_FILE)))
+    assert meta["refiner"]["model"] == "refiner.keras"
+    assert RefinerConfig.from_dict(meta["refiner"]["config"]) == RefinerConfig(**TINY_REFINER)
+
+    with pytest.raises(ValueError, match="centre refiner"):  # a 32x32 refiner declared as 16x16
+        save_bundle(str(tmp_path / "bad"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config,
+                    build_centre_refiner(RefinerConfig(image_size=32)), RefinerConfig(**TINY_REFINER))
+    assert not os.path.exists(tmp_path / "bad")
+    copy = save_bundle(str(tmp_path / "b"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config,
+                       tiny_bundle.refiner, tiny_bundle.refiner_config)
+    os.remove(os.path.join(copy, "refiner.keras"))
+    with pytest.raises(DataError, match="refiner.keras: model file not found"):
+        load_bundle(copy)
+    plain = save_bundle(str(tmp_path / "plain"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config)
+    assert load_bundle(plain).refiner is None and HandTracker(load_bundle(plain)).refiner is None
