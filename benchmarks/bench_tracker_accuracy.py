@@ -31,14 +31,14 @@ def main():
     args = p.parse_args()
 
     from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.demo import DemoConfig, tracker_errors
+    from keras_cadstn.demo import DemoConfig, demo_splits, tracker_errors
     from unittest import mock
 
     from keras_cadstn.errors import ParityError
     from keras_cadstn.export import TOLERANCE_MM, export_for_tracker
     from keras_cadstn.runtime import sample_clips
     start = time.perf_counter()
-    cfg = DemoConfig(workdir=args.workdir)
+    test = demo_splits(DemoConfig(workdir=args.workdir))["test"]
     bundle = load_bundle(os.path.join(args.workdir, "bundle"))
     records = os.path.join(args.workdir, f"records_{bundle.image_size}")
     samples = sample_clips(bundle, 20, records=os.path.join(records, "test", "*.tfrecord"))
@@ -58,7 +58,7 @@ def main():
                 refused.append(f"{variant}: {e}")
                 with mock.patch.dict(TOLERANCE_MM, {precision: float("inf")}):
                     paths = export_for_tracker(bundle, backend, precision, folder, samples, calibration)
-        results[variant] = tracker_errors(bundle, cfg, backend, precision, paths)
+        results[variant] = tracker_errors(bundle, test, backend, precision, paths)
     rows = list(next(iter(results.values())))
     print(f"\nTracker mean joint error (mm) on the test split of {args.workdir} (streaming, raw frames; frames "
           f"without a hand in brackets):\n")

@@ -22,8 +22,7 @@ from keras_cadstn.camera import Camera
 from keras_cadstn.data.frames import DatasetSpec
 from keras_cadstn.data.tfrecord import read_json
 from keras_cadstn.errors import CadstnError, DataError
-from keras_cadstn.models.config import CADSTNConfig
-from keras_cadstn.models.config import RefinerConfig
+from keras_cadstn.models.config import CADSTNConfig, RefinerConfig
 
 FORMAT = "keras_cadstn.bundle"
 VERSION = 1

@@ -135,24 +135,25 @@ TRACKER_ROWS = {"labelled": ("labelled", False), "localiser": ("localiser", Fals
                 "localiser + refiner": ("localiser", True)}
 
 
-def tracker_errors(bundle, cfg: DemoConfig, backend: str = "keras", precision: str = "float32",
+def tracker_errors(bundle, split, backend: str = "keras", precision: str = "float32",
                    paths: dict | None = None) -> dict:
-    """The HandTracker over the raw test frames, hand centre from the labels, from the localiser,
-    and from the localiser moved by the bundle's centre refiner (where it has one). ``paths``: the
-    exported models to run (``export.export_for_tracker``; default: exported into the cache)."""
+    """The HandTracker over the raw frames of ``split`` (the test split: ``demo_splits(cfg)['test']``),
+    hand centre from the labels, from the localiser, and from the localiser moved by the bundle's
+    centre refiner (where it has one). ``paths``: the exported models to run
+    (``export.export_for_tracker``; default: exported into the cache)."""
     from keras_cadstn.evaluate import mean_error
     from keras_cadstn.export import export_for_tracker
     from keras_cadstn.tracking import HandTracker, track_split
 
-    split = demo_splits(cfg)["test"]
     bundle = bundle.with_camera(split.spec.camera)
     paths = paths or export_for_tracker(bundle, backend, precision)
-    out = {}
+    trackers, out = {}, {}  # one per refine setting: the labelled rows never use the refiner
     for row, (centre, refine) in TRACKER_ROWS.items():
         if refine and bundle.refiner is None:
             continue
-        tracker = HandTracker(bundle, backend, precision, refine=refine, **paths)
-        gt, pred, info = track_split(tracker, split, centre)
+        if refine not in trackers:
+            trackers[refine] = HandTracker(bundle, backend, precision, refine=refine, **paths)
+        gt, pred, info = track_split(trackers[refine], split, centre)
         found = ~np.isnan(pred).any(axis=(1, 2))
         out[row] = {"mean_error": mean_error(gt[found], pred[found]) if found.any() else float("nan"),
                        "no_hand_frames": info["no_hand_frames"], "frames": info["frames"]}
@@ -184,10 +185,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
                                fusion_pattern=os.path.join(rec_dir, cfg.gate_data, "*.tfrecord"))
         print(f"evaluating seed {seed} on the validation and test splits (labelled hand centre, as the paper evaluates)")
         runs.append((trained, evaluate_stages(trained, rec_dir, cfg.seq_len)))
-    refiner = None
+    refiner, splits = None, demo_splits(cfg)
     if cfg.refiner is not None:
         from keras_cadstn.refine import train_refiner
-        splits = demo_splits(cfg)
         refiner = train_refiner(splits["train"], os.path.join(cfg.workdir, "run"), cfg.refiner,
                                 dataclasses.replace(cfg.train, seed=0), splits["val"])
     trained, first = runs[0]
@@ -215,7 +215,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     bundle = load_bundle(save_bundle(os.path.join(cfg.workdir, "bundle"), trained["fusion"], spec, mcfg, refiner,
                                      cfg.refiner))
     results["bundle"] = bundle.path
-    results["tracker"] = tracker_errors(bundle, cfg)
+    results["tracker"] = tracker_errors(bundle, splits["test"])
     print("\nReal-time tracker on the test split (streaming, LSTM state carried through each sequence):\n"
           "| hand centre from | mean error (mm) | frames without a hand |\n|---|---|---|\n"
           + "\n".join(f"| {k} | {v['mean_error']:.2f} | {v['no_hand_frames']} |" for k, v in results["tracker"].items()))

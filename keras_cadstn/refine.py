@@ -66,24 +66,18 @@ def training_centres(depth_mm, reference_uvd, cube, camera, config: RefinerConfi
         norm = np.linalg.norm(offset)
         if norm > config.max_offset_mm:
             offset *= config.max_offset_mm / norm
-        uvd = camera.xyz_to_uvd(ref_xyz + offset)
-        if uvd[2] > 0:
-            centres.append(uvd)
+        if ref_xyz[2] + offset[2] > 0:  # a centre behind the camera has no crop
+            centres.append(camera.xyz_to_uvd(ref_xyz + offset))
     return centres
 
 
-def make_examples(split, config: RefinerConfig = RefinerConfig(), seed: int = 0, progress: bool = True,
-                  localiser=None) -> tuple:
-    """(crops (N, S, S, 1) float16, offsets (N, 3) float32): ``samples_per_frame`` crops per frame of
-    an imported split, each with the cube-normalised offset from its centre to the reference joint."""
+def frame_centres(split, config: RefinerConfig, seed: int, localiser=None, progress: bool = False):
+    """For every frame of an imported split and each of its ``training_centres``: (depth mm, cube,
+    centre uvd, reference joint xyz)."""
     from tqdm.auto import tqdm
 
     from keras_cadstn.preprocessing import check_depth_image
-    if localiser is None:
-        from keras_cadstn.tracking import HandLocaliser
-        localiser = HandLocaliser()
     spec, rng = split.spec, np.random.default_rng(seed)
-    crops, offsets = [], []
     for i, frame in enumerate(tqdm(split.frames, desc=f"refiner crops ({split.split})", disable=not progress,
                                    unit="frame")):
         where = f"{split.split} frame {i} ({frame.path})"
@@ -92,8 +86,21 @@ def make_examples(split, config: RefinerConfig = RefinerConfig(), seed: int = 0,
         ref_uvd = frame.joints_uvd[spec.reference_joint]
         ref_xyz = spec.camera.uvd_to_xyz(ref_uvd)
         for centre in training_centres(depth_mm, ref_uvd, cube, spec.camera, config, rng, localiser):
-            crops.append(refiner_crop(depth_mm, centre, cube, spec.camera, config).astype(np.float16))
-            offsets.append((ref_xyz - spec.camera.uvd_to_xyz(centre)) / (cube / 2.0))
+            yield depth_mm, cube, centre, ref_xyz
+
+
+def make_examples(split, config: RefinerConfig = RefinerConfig(), seed: int = 0, progress: bool = True,
+                  localiser=None) -> tuple:
+    """(crops (N, S, S, 1) float16, offsets (N, 3) float32): ``samples_per_frame`` crops per frame of
+    an imported split, each with the cube-normalised offset from its centre to the reference joint."""
+    if localiser is None:
+        from keras_cadstn.tracking import HandLocaliser
+        localiser = HandLocaliser()
+    camera = split.spec.camera
+    crops, offsets = [], []
+    for depth_mm, cube, centre, ref_xyz in frame_centres(split, config, seed, localiser, progress):
+        crops.append(refiner_crop(depth_mm, centre, cube, camera, config).astype(np.float16))
+        offsets.append((ref_xyz - camera.uvd_to_xyz(centre)) / (cube / 2.0))
     if not crops:
         raise DataError(f"{split.split}: no frames to make refiner crops from")
     return np.stack(crops), np.asarray(offsets, np.float32)
@@ -153,20 +160,15 @@ def train_refiner(train_split, run_dir: str, config: RefinerConfig = RefinerConf
 
 
 def centre_error_mm(refiner, split, config: RefinerConfig, seed: int = 1, progress: bool = True) -> dict:
-    """On an imported split: distance (mm) from the reference joint of the localiser-like centres
-    (``training_centres``) before and after ``refine_centre``; median and 90th percentile."""
-    from keras_cadstn.runtime import KerasFunction
-    run = KerasFunction(refiner)
-    spec, rng = split.spec, np.random.default_rng(seed)
+    """On an imported split: distance (mm) from the reference joint of perturbed centres
+    (``training_centres`` without the localiser) before and after ``refine_centre``; median and
+    90th percentile."""
+    from keras_cadstn.runtime import KerasFunction, as_refiner
+    run, camera = as_refiner(KerasFunction(refiner)), split.spec.camera
     before, after = [], []
-    for frame in split.frames:
-        depth_mm = spec.camera.to_mm(split.read_depth(frame.path))
-        cube = np.asarray(frame.cube, np.float64)
-        ref_uvd = frame.joints_uvd[spec.reference_joint]
-        ref_xyz = spec.camera.uvd_to_xyz(ref_uvd)
-        for centre in training_centres(depth_mm, ref_uvd, cube, spec.camera, config, rng):
-            before.append(np.linalg.norm(spec.camera.uvd_to_xyz(centre) - ref_xyz))
-            refined = refine_centre(lambda crop: run(crop)[0], depth_mm, centre, cube, spec.camera, config)
-            after.append(np.linalg.norm(spec.camera.uvd_to_xyz(refined) - ref_xyz))
+    for depth_mm, cube, centre, ref_xyz in frame_centres(split, config, seed, progress=progress):
+        before.append(np.linalg.norm(camera.uvd_to_xyz(centre) - ref_xyz))
+        refined = refine_centre(run, depth_mm, centre, cube, camera, config)
+        after.append(np.linalg.norm(camera.uvd_to_xyz(refined) - ref_xyz))
     return {name: {"median": float(np.median(v)), "p90": float(np.percentile(v, 90))}
             for name, v in (("before", before), ("after", after))}
