@@ -36,9 +36,11 @@ from keras_cadstn.errors import ConfigError, ParityError
 from keras_cadstn.runtime import (KerasFunction, ONNXRunner, Samples, TFLiteRunner, as_step, run_step_over_clips,
                                   sample_clips)
 
-# Largest allowed |artifact - Keras| in mm (float32: 0.01 mm; reduced precisions are reported and
-# only guarded against gross breakage).
-TOLERANCE_MM = {"float32": 0.01, "float16": 2.0, "dynamic_int8": 5.0, "int8": 25.0}
+# Largest allowed |artifact - Keras| in mm: float32 its max (0.01 mm: the same function); reduced
+# precisions are reported and only guarded against gross breakage, by their mean. Their max is one
+# outlier crop's: the demo bundle's full-integer int8 step has a mean of 0.9 mm and a max of 44 mm
+# and tracks as well as float32, while the sliced-volume bug this guard caught had a mean of 4.6 mm.
+TOLERANCE_MM = {"float32": 0.01, "float16": 0.5, "dynamic_int8": 1.0, "int8": 2.5}
 PRECISIONS = tuple(TOLERANCE_MM)
 MODELS = ("spatial", "step", "refine")  # refine: only where the bundle has a refiner
 
@@ -71,12 +73,14 @@ def _check_and_publish(report: ExportReport, tmp_path: str) -> ExportReport:
     """Rename the verified artifact into place; past the tolerance remove it AND any older artifact
     of the same name (a refused export must not leave a stale file that looks like its result)."""
     limit = TOLERANCE_MM[report.precision]
-    if not np.isfinite(report.max_abs_mm) or report.max_abs_mm > limit:
+    statistic = "max" if report.precision == "float32" else "mean"
+    measured = report.max_abs_mm if statistic == "max" else report.mean_abs_mm
+    if not np.isfinite(report.max_abs_mm) or measured > limit:
         atomic.remove(tmp_path)
         atomic.remove(report.path)
-        raise ParityError(f"{report.fmt} {report.model} {report.precision}: max |error| {report.max_abs_mm:.4f} mm "
-                          f"(mean {report.mean_abs_mm:.4f} mm) against the Keras model exceeds {limit} mm; "
-                          f"nothing written")
+        raise ParityError(f"{report.fmt} {report.model} {report.precision}: max |error| {report.max_abs_mm:.4f} mm, "
+                          f"mean {report.mean_abs_mm:.4f} mm against the Keras model: the {statistic} exceeds "
+                          f"{limit} mm; nothing written")
     atomic.publish(tmp_path, report.path)
     return dataclasses.replace(report, size_bytes=_size(report.path))
 

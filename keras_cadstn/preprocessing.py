@@ -15,6 +15,14 @@ from keras_cadstn.errors import ConfigError, DataError, NoHandError
 
 # Normalised value of "no hand here": the far plane of the cube. Hand pixels are strictly below it.
 BACKGROUND = 1.0
+# Hand pixels are below this: the crop leaves the values between it and the background empty (the
+# last 4.7 mm at the back of a 300 mm cube count as background), and the sliced volume tells hand
+# from background in the middle of that gap. Why: a full-integer (int8) export represents +1 as
+# 0.996, and its comparison against +1 itself failed for every background pixel, which put 79% of
+# the hand pixels of the demo's crops into a wrong slice; the gap is 4 int8 steps (2/255 each) wide,
+# so neither side can be quantised across the middle.
+HAND_LIMIT = BACKGROUND - 1.0 / 32
+VOLUME_THRESHOLD = (HAND_LIMIT + BACKGROUND) / 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +104,8 @@ def crop_transform(center_uvd, cube, camera: Camera, size: int) -> np.ndarray:
 
 def crop_and_normalize(depth_mm, center_uvd, cube, camera: Camera, size: int = 128):
     """Cut the cube's square around the centre, resize it to size x size (nearest neighbour) and map
-    depth to [-1, 1]: (d - zc) / (cube_z / 2); no reading or outside the cube's depth -> +1."""
+    depth to [-1, 1]: (d - zc) / (cube_z / 2); no reading, or outside the cube's depth (its last
+    1/64 at the back included: ``HAND_LIMIT``) -> +1."""
     cube = np.asarray(cube, dtype=np.float64)
     t = crop_transform(center_uvd, cube, camera, size)
     idx = np.arange(size)
@@ -108,7 +117,7 @@ def crop_and_normalize(depth_mm, center_uvd, cube, camera: Camera, size: int = 1
     crop = depth_mm.take(np.clip(rows, 0, h - 1), axis=0).take(np.clip(cols, 0, w - 1), axis=1).astype(np.float64)
     half_z, zc = cube[2] / 2.0, center_uvd[2]
     offset = crop - zc
-    in_band = (crop > 0) & (np.abs(offset) <= half_z) & row_ok[:, None] & col_ok[None, :]
+    in_band = (crop > 0) & (offset >= -half_z) & (offset < HAND_LIMIT * half_z) & row_ok[:, None] & col_ok[None, :]
     normalised = np.where(in_band, offset / half_z, BACKGROUND).astype(np.float32)
     return normalised, t
 
@@ -171,8 +180,8 @@ def preprocess_frame(depth_mm, reference_uvd, cube, camera: Camera, size: int = 
 def slice_volume(crop, num_slices: int = 8):
     """Sliced 3D volume of normalised crops: (..., M, M, 1) -> (..., M, M, L) of 0/1.
 
-    Crops are in [-1, 1] as ``preprocess_frame`` makes them; hand pixels are those below the
-    background value (+1). Over each crop's hand pixels,
+    Crops are in [-1, 1] as ``preprocess_frame`` makes them; hand pixels are those below
+    ``VOLUME_THRESHOLD`` (just under the background value +1). Over each crop's hand pixels,
     Dmin/Dmax split into L equal slices; pixel d goes to slice floor((d - Dmin)/(Dmax - Dmin) * L),
     clipped to L - 1. One depth value: every hand pixel in slice 0. No hand pixel: all zero.
     """
@@ -183,7 +192,7 @@ def slice_volume(crop, num_slices: int = 8):
     # where(is_hand, crop, sentinel) and then counts every pixel as hand. Crops lie in [-1, 1]
     # (preprocessing clips to the cube), so: the background (+1) is the largest value and the min
     # over all pixels is Dmin; moving the background to -1 leaves Dmax as the max over all pixels.
-    background = ops.cast(ops.greater_equal(crop, BACKGROUND), crop.dtype)
+    background = ops.cast(ops.greater_equal(crop, VOLUME_THRESHOLD), crop.dtype)
     pixel_axes = (-3, -2, -1)
     d_min = ops.min(crop, axis=pixel_axes, keepdims=True)
     d_max = ops.max(crop - 2.0 * background, axis=pixel_axes, keepdims=True)
@@ -191,18 +200,18 @@ def slice_volume(crop, num_slices: int = 8):
     # a zero or negative span, replaced by 1 so the division is safe and every hand pixel goes to 0.
     span = d_max - d_min
     span = ops.where(span > 0, span, ops.ones_like(span))
-    # Slice i holds b_i <= d < b_{i+1} with b_i = Dmin + i*span/L (i < L) and b_L = the background,
+    # Slice i holds b_i <= d < b_{i+1} with b_i = Dmin + i*span/L (i < L) and b_L = VOLUME_THRESHOLD,
     # so Dmax is in the last slice: the floor rule written as one comparison against L + 1 bounds,
     # then slice_i = [d >= b_i] - [d >= b_{i+1}] as a matmul with a fixed (L+1, L) difference matrix.
-    # Capping the bounds at the background keeps background pixels (and crops without a hand) out
+    # Capping the bounds at VOLUME_THRESHOLD keeps background pixels (and crops without a hand) out
     # of every slice. Why this form: in int8 exports a comparison keeps the input's precision where
     # a division, scaling and floor would each re-quantise (4x fewer pixels in a wrong slice); one
     # comparison tensor makes the slices a partition however the bounds are quantised; the matmul
     # runs as a fast int8 kernel (this slicing costs 0.53 ms at 128x128 in int8, 0.79 ms written with
     # concatenations and a mask); and TensorRT parsers need no Floor/Div/OneHot.
     fractions = ops.cast(ops.arange(num_slices), crop.dtype) / num_slices  # 0, 1/L, ..., (L-1)/L
-    bounds = ops.concatenate([d_min + span * fractions, ops.full_like(d_min, BACKGROUND)], axis=-1)
-    at_or_above = ops.cast(ops.greater_equal(crop, ops.minimum(bounds, BACKGROUND)), crop.dtype)  # (..., L+1)
+    bounds = ops.concatenate([d_min + span * fractions, ops.full_like(d_min, VOLUME_THRESHOLD)], axis=-1)
+    at_or_above = ops.cast(ops.greater_equal(crop, ops.minimum(bounds, VOLUME_THRESHOLD)), crop.dtype)  # (..., L+1)
     difference = np.eye(num_slices + 1, num_slices, dtype=np.float32) - np.eye(num_slices + 1, num_slices, k=-1,
                                                                              dtype=np.float32)
     return ops.matmul(at_or_above, ops.convert_to_tensor(difference, dtype=crop.dtype))

@@ -3,8 +3,8 @@ import pytest
 
 from keras_cadstn.camera import ICVL_CAMERA, NYU_CAMERA, Camera
 from keras_cadstn.errors import DataError, NoHandError
-from keras_cadstn.preprocessing import (BACKGROUND, crop_and_normalize, denormalize_joints, hand_center,
-                                        normalize_joints, preprocess_frame, slice_volume)
+from keras_cadstn.preprocessing import (BACKGROUND, HAND_LIMIT, VOLUME_THRESHOLD, crop_and_normalize, denormalize_joints,
+                                        hand_center, normalize_joints, preprocess_frame, slice_volume)
 
 
 def test_uvd_to_xyz_hand_computed():
@@ -79,6 +79,12 @@ def test_crop_normalises_depth_and_background():
     assert crop[0, 0] == BACKGROUND and hand.sum() > 0
     col, row = np.rint(t @ [320, 240, 1])[:2].astype(int)
     assert crop[row, col] == BACKGROUND
+    # the back of the cube: 145 mm behind the centre is hand (145/150), 148 mm lies in the last
+    # 1/64 of the cube (normalised >= HAND_LIMIT = 0.96875) and is background; 150 mm in front is -1
+    for depth, expected in ((645.0, 145 / 150), (648.0, BACKGROUND), (350.0, -1.0)):
+        crop, _ = crop_and_normalize(_block_image(depth=depth), np.array([320.0, 240.0, 500.0]),
+                                     np.array([300.0] * 3), NYU_CAMERA, 64)
+        np.testing.assert_allclose(crop[31, 31], expected, rtol=1e-6)
 
 
 def test_preprocess_frame_bad_input():
@@ -105,7 +111,7 @@ def _slice_reference(crop, num_slices):
     """Straight loops over pixels, as docs/architecture.md states the rule."""
     m = crop.shape[0]
     out = np.zeros((m, m, num_slices), np.float32)
-    hand = [(i, j) for i in range(m) for j in range(m) if crop[i, j] < 1.0]
+    hand = [(i, j) for i in range(m) for j in range(m) if crop[i, j] < VOLUME_THRESHOLD]
     if not hand:
         return out
     lo, hi = min(crop[p] for p in hand), max(crop[p] for p in hand)
@@ -138,6 +144,23 @@ def test_slice_volume_pixels_on_slice_boundaries():
     np.testing.assert_array_equal(vol.reshape(1, 4, 4, 8), _slice_reference(crop[0, ..., 0], 8)[None])
 
 
+def test_slice_volume_hand_mask_survives_8bit_steps(rng):
+    """A full-integer export sees the crop in 8-bit steps of 2/255 and may put any value one step
+    off (it represented the background +1 as 0.996, and a comparison against +1 itself then called
+    every background pixel hand). Moving every pixel by one step either way must leave the hand
+    mask as it is: crops hold nothing in [HAND_LIMIT, 1) and the volume splits in the middle."""
+    crops = np.full((4, 16, 16), BACKGROUND, np.float32)
+    crops[:, 4:12, 4:12] = rng.uniform(-1, HAND_LIMIT, (4, 8, 8))
+    crops[:, 4, 4] = np.nextafter(np.float32(HAND_LIMIT), np.float32(0))  # the largest hand value
+    ref = np.asarray(slice_volume(crops[..., None], 8))
+    for sign in (-1, 1):
+        moved = np.clip(crops + sign * 2 / 255, -1, 1).astype(np.float32)
+        got = np.asarray(slice_volume(moved[..., None], 8))
+        np.testing.assert_array_equal(got.sum(-1), ref.sum(-1))
+        hand = ref.sum(-1) > 0
+        assert np.abs(got.argmax(-1)[hand] - ref.argmax(-1)[hand]).max() <= 1
+
+
 def test_slice_volume_edges():
     crop = np.full((1, 8, 8, 1), 1.0, np.float32)
     assert np.asarray(slice_volume(crop, 8)).sum() == 0  # no hand pixel
@@ -149,3 +172,8 @@ def test_slice_volume_edges():
     assert vol[0, 5, 5, 7] == 1 and vol[0, 2, 2, 0] == 1 and vol.sum() == 5
     # works with leading (batch, time) axes
     assert np.asarray(slice_volume(np.repeat(crop[None], 3, 0), 4)).shape == (3, 1, 8, 8, 4)
+    # in the gap under the background that crops leave empty (above 1 - 1/64): not hand
+    crop[0, 6, 6] = 0.99
+    crop[0, 6, 7] = HAND_LIMIT - 1 / 64  # 0.953125: hand, the new Dmax, last slice; 0.75 falls to slice 6
+    vol = np.asarray(slice_volume(crop, 8))
+    assert vol[0, 6, 6].sum() == 0 and vol[0, 6, 7, 7] == 1 and vol[0, 5, 5, 6] == 1 and vol.sum() == 6
