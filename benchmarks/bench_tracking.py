@@ -5,8 +5,12 @@ The naive way keeps the last T crops and re-runs the clip CADSTN on the whole wi
 (what a clip model needs without a streaming step). Frames are rendered beforehand (not timed).
 Run: python benchmarks/bench_tracking.py [--bundle B] [--image-size 128] [--frames 200] [--threads 2]
 Without --bundle a freshly initialised CADSTN of the requested size, with a freshly initialised
-centre refiner (the demo's: 32x32, two passes), is timed (weights do not change the cost). The paper's
-configuration is --image-size 128 (T=16).
+centre refiner (the demo's: 32x32, two passes), is timed (weights do not change the cost of a
+network). The refiner's last layer is zeroed: a random refiner walks the centre off the hand, which
+sends every other frame back through the localiser and a second refinement, a path a trained
+refiner does not take. The paper's configuration is --image-size 128 (T=16). The columns "step" and
+"refiner" time the networks alone (one call of the pose step; every pass of the refiner), so what
+the rest of the frame costs can be read off.
 """
 import argparse
 import os
@@ -71,8 +75,31 @@ def make_bundle(image_size, seq_len, directory):
     from keras_cadstn.models import CADSTNConfig, RefinerConfig, build_cadstn, build_centre_refiner
     keras.utils.set_random_seed(0)
     config = CADSTNConfig(image_size=image_size, seq_len=seq_len)
+    refiner = build_centre_refiner(RefinerConfig())
+    last = refiner.get_layer("offset")  # a refiner that stays put: the path a trained one takes
+    last.set_weights([np.zeros_like(w) for w in last.get_weights()])
     return load_bundle(save_bundle(os.path.join(directory, "bundle"), build_cadstn(config=config), NYU, config,
-                                   build_centre_refiner(RefinerConfig()), RefinerConfig()))
+                                   refiner, RefinerConfig()))
+
+
+def time_networks(tracker, repeats=100) -> tuple:
+    """p50 ms of the tracker's networks alone: one pose-step call, and the refiner's passes of a frame."""
+    def p50(fn, *args):
+        for _ in range(5):
+            fn(*args)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - start)
+        return 1000 * float(np.median(times))
+    b = tracker.bundle
+    crop = np.zeros((1, b.image_size, b.image_size, 1), np.float32)
+    step = p50(tracker.step, crop, tracker.h, tracker.c)
+    if tracker.refiner is None:
+        return step, None
+    size = b.refiner_config.image_size
+    return step, b.refiner_config.iterations * p50(tracker.refiner, np.zeros((1, size, size, 1), np.float32))
 
 
 def main():
@@ -105,7 +132,7 @@ def main():
             tracker = HandTracker(bundle, backend=backend, precision=precision, num_threads=args.threads,
                                   refine=refine, **paths)
             name = f"streaming, {backend} {precision}" + ("" if refine == refiner else ", refiner off")
-            rows.append((name, time_tracker(tracker, depth_frames)))
+            rows.append((name, time_tracker(tracker, depth_frames), time_networks(tracker)))
     # the same tracker with the networks (pose step, refiner) replaced by no-ops: what the
     # pre-processing costs
     tracker = HandTracker(bundle, backend="keras")
@@ -115,20 +142,25 @@ def main():
         tracker.refiner = lambda crop: np.zeros((1, 3), np.float32)
     preprocessing = time_tracker(tracker, depth_frames)
     rows.append((f"naive: {bundle.seq_len}-frame window re-run, keras", time_tracker(NaiveWindowTracker(bundle),
-                                                                                   depth_frames[:max(args.frames // 4, 20)])))
-    best = min(np.percentile(ms, 50) for name, ms in rows[:-1] if "refiner off" not in name)
+                                                                                   depth_frames[:max(args.frames // 4, 20)]),
+                 (None, None)))
+    best = min(np.percentile(ms, 50) for name, ms, _ in rows[:-1] if "refiner off" not in name)
     naive = np.percentile(rows[-1][1], 50)
     print(f"\nTracker per frame, pre-processing included: {bundle.image_size}x{bundle.image_size} crops, "
           f"T={bundle.seq_len}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{args.threads} threads\n")
-    print("| tracker | p50 (ms) | p99 (ms) | frames/s | vs naive (p50) |")
-    print("|---|---|---|---|---|")
-    for name, ms in rows:
+    print("| tracker | p50 (ms) | p99 (ms) | frames/s | vs naive (p50) | step p50 (ms) | refiner p50 (ms) |")
+    print("|---|---|---|---|---|---|---|")
+
+    def ms_or_dash(value):
+        return "-" if value is None else f"{value:.2f}"
+    for name, ms, (step_ms, refiner_ms) in rows:
         p50 = np.percentile(ms, 50)
-        print(f"| {name} | {p50:.2f} | {np.percentile(ms, 99):.2f} | {1000 / ms.mean():.0f} | {naive / p50:.1f}x |")
+        print(f"| {name} | {p50:.2f} | {np.percentile(ms, 99):.2f} | {1000 / ms.mean():.0f} | {naive / p50:.1f}x | "
+              f"{ms_or_dash(step_ms)} | {ms_or_dash(refiner_ms)} |")
     print(f"| (pre-processing alone: localiser, crop{'s' if refiner else ''}, mm; networks skipped) | "
           f"{np.percentile(preprocessing, 50):.2f} | "
-          f"{np.percentile(preprocessing, 99):.2f} | | |")
+          f"{np.percentile(preprocessing, 99):.2f} | | | | |")
     for why in refused:
         print(f"not timed (export refused): {why}")
     print(f"\nbest streaming p50{' with the refiner' if refiner else ''} {best:.2f} ms (target <= 2 ms); "
