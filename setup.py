@@ -8,6 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_cadstn", "keras_cadstn.*"]),
+    # the trained hand detector (tools/train_detector.py makes it)
+    package_data={"keras_cadstn": ["assets/hand_detector.keras", "assets/hand_detector.json"]},
     python_requires=">=3.10",
     install_requires=[
         # TF 2.21 brings Keras 3; tensorflow-addons is NOT used (end of life, breaks with TF >= 2.16).

@@ -39,7 +39,7 @@ from keras_cadstn.runtime import (KerasFunction, ONNXRunner, Samples, TFLiteRunn
 # Largest allowed |artifact - Keras| in mm: float32 its max (0.01 mm: the same function); reduced
 # precisions are reported and only guarded against gross breakage, by their mean. Their max is one
 # outlier crop's: the demo bundle's full-integer int8 step has a mean of 0.9 mm and a max of 44 mm
-# and tracks as well as float32, while the sliced-volume bug this guard caught had a mean of 4.6 mm.
+# and tracks as well as float32, while a broken sliced volume (int8 comparing with +1 itself) gives 4.6 mm.
 TOLERANCE_MM = {"float32": 0.01, "float16": 0.5, "dynamic_int8": 1.0, "int8": 2.5}
 PRECISIONS = tuple(TOLERANCE_MM)
 MODELS = ("spatial", "step", "refine")  # refine: only where the bundle has a refiner

@@ -17,10 +17,10 @@ from keras_cadstn.errors import ConfigError, DataError, NoHandError
 BACKGROUND = 1.0
 # Hand pixels are below this: the crop leaves the values between it and the background empty (the
 # last 4.7 mm at the back of a 300 mm cube count as background), and the sliced volume tells hand
-# from background in the middle of that gap. Why: a full-integer (int8) export represents +1 as
-# 0.996, and its comparison against +1 itself failed for every background pixel, which put 79% of
-# the hand pixels of the demo's crops into a wrong slice; the gap is 4 int8 steps (2/255 each) wide,
-# so neither side can be quantised across the middle.
+# from background in the middle of that gap. Why: a full-integer (int8) export can represent +1 as
+# 0.996, and its comparison against +1 itself then fails for every background pixel, which puts 79%
+# of the hand pixels of the demo's crops into a wrong slice; the gap is 4 int8 steps (2/255 each)
+# wide, so neither side can be quantised across the middle.
 HAND_LIMIT = BACKGROUND - 1.0 / 32
 VOLUME_THRESHOLD = (HAND_LIMIT + BACKGROUND) / 2.0
 

@@ -22,7 +22,8 @@ from keras_cadstn.errors import DataError
 
 class KerasFunction:
     """A Keras model as a NumPy callable: ``fn(*inputs) -> [outputs]`` (the step model:
-    ``fn(crop, h, c) -> [joints, h', c']``; the centre refiner: ``fn(crop) -> [offset]``).
+    ``fn(crop, h, c) -> [joints, h', c']``; the centre refiner: ``fn(crop) -> [offset]``), or a dict
+    for a model with named outputs.
 
     On TensorFlow a ``tf.function`` (one trace per input shape; far less overhead per frame than
     ``predict_on_batch``); on JAX/torch the model's own compiled predict step.
@@ -42,6 +43,8 @@ class KerasFunction:
 
     def __call__(self, *inputs):
         outputs = self.fn(*inputs)
+        if isinstance(outputs, dict):  # a model with named outputs (the hand detector)
+            return {name: np.asarray(o) for name, o in outputs.items()}
         return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 

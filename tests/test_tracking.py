@@ -61,8 +61,9 @@ def test_backends_agree(tiny_bundle, frames, tmp_path):
     np.testing.assert_allclose(results["onnx"], results["keras"], atol=0.01)
 
 
-def test_localiser_finds_the_hand_without_labels(frames):
-    loc = HandLocaliser()
+@pytest.mark.parametrize("detector_path", [None, HandLocaliser.detector_path], ids=["geometric", "learned"])
+def test_localiser_finds_the_hand_without_labels(frames, detector_path):
+    loc = HandLocaliser(detector_path=detector_path)
     cube = np.array([300.0, 300.0, 300.0])
     previous = None
     for depth, joints in frames:
@@ -77,9 +78,10 @@ def test_localiser_finds_the_hand_without_labels(frames):
     assert loc.detect(np.zeros((480, 640), np.float32), cube, NYU_CAMERA) is None
 
 
-def test_localiser_skips_what_is_not_palm_sized_and_falls_back_on_the_previous_centre():
+@pytest.mark.parametrize("detector_path", [None, HandLocaliser.detector_path], ids=["geometric", "learned"])
+def test_localiser_skips_what_is_not_palm_sized_and_falls_back_on_the_previous_centre(detector_path):
     from keras_cadstn.data.synthetic import SynthConfig
-    loc, cube = HandLocaliser(), np.array([300.0, 300.0, 300.0])
+    loc, cube = HandLocaliser(detector_path=detector_path), np.array([300.0, 300.0, 300.0])
     board = np.full((480, 640), 1800.0, np.float32)
     board[100:400, 150:500] = 700.0  # 300 x 350 px at 700 mm: an inscribed circle of 178 mm
     assert loc.find_palm(board, NYU_CAMERA) is None and loc.detect(board, cube, NYU_CAMERA) is None
@@ -205,10 +207,13 @@ def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path
 SR305 = real_frames_camera()
 
 
-def test_localiser_finds_the_hand_in_front_of_a_person_on_real_frames():
+@pytest.mark.parametrize("detector_path, palm_bound", [(None, 45.0), (HandLocaliser.detector_path, 55.0)],
+                         ids=["geometric", "learned"])
+def test_localiser_finds_the_hand_in_front_of_a_person_on_real_frames(detector_path, palm_bound):
     """Real RealSense frames with the torso and head behind the hand: the detected centre lies
-    within 60 mm of the annotated palm in all but at most one frame (measured: all within 58 mm;
-    the palm found before the crop is centred: all within 40 mm)."""
+    within 60 mm of the annotated palm in all but at most one frame (measured: geometric all within
+    58 mm, learned 7 within 48 mm and one at 60 mm); the palm found before the crop is centred:
+    geometric all within 40 mm, learned within 52 mm (the palms are annotated by eye)."""
     import cv2
     rows = [line.split() for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]]
     assert len(rows) == 8
@@ -219,11 +224,11 @@ def test_localiser_finds_the_hand_in_front_of_a_person_on_real_frames():
         u, v = float(u), float(v)
         window = depth[int(v) - 5:int(v) + 6, int(u) - 5:int(u) + 6]
         palm = SR305.uvd_to_xyz([u, v, np.median(window[window > 0])])
-        found = HandLocaliser().detect(depth, cube, SR305)
+        found = HandLocaliser(detector_path=detector_path).detect(depth, cube, SR305)
         err = np.inf if found is None else np.linalg.norm(SR305.uvd_to_xyz(found) - palm)
         if err > 60.0:
             misses.append((name, err))
-        palm_found, _ = HandLocaliser().find_palm(depth, SR305)
+        palm_found, _ = HandLocaliser(detector_path=detector_path).find_palm(depth, SR305)
         palm_errors.append(np.linalg.norm(SR305.uvd_to_xyz(palm_found) - palm))
     assert len(misses) <= 1, misses
-    assert max(palm_errors) < 45.0, palm_errors
+    assert max(palm_errors) < palm_bound, palm_errors
