@@ -92,6 +92,16 @@ def subset_errors(run: dict) -> dict:
             for s, m in masks.items()}
 
 
+def subset_parts(run: dict) -> dict:
+    """{part: {subset: {method: mean mm}}} of one seed's test predictions, the error split into the
+    hand's global offset and the articulation (``evaluate.error_parts``)."""
+    from keras_cadstn.evaluate import error_parts
+    masks = subset_masks(run["test"]["meta"]["occlusion"])
+    parts = {name: error_parts(run["test"]["gt"], p) for name, p in run["test"]["pred"].items()}
+    return {part: {s: {name: float(v[part][m].mean()) if m.any() else float("nan") for name, v in parts.items()}
+                   for s, m in masks.items()} for part in ("offset", "articulation")}
+
+
 def subset_sweeps(run: dict) -> dict:
     """{subset: {w: mean error}} of J = w T + (1 - w) S on clean and on occluded test frames: what a
     gate that knew the occlusion could gain at best (reference only, never used to choose)."""
@@ -197,6 +207,12 @@ def main(argv=None):
     sweep_test = {w: spread([r["test"]["sweep"][w] for r in runs]) for w in runs[0]["test"]["sweep"]}
     sweeps = [subset_sweeps(r) for r in runs]
     best_w = {s_: [min(sw[s_], key=sw[s_].get) for sw in sweeps if s_ in sw] for s_ in ("clean", "occluded")}
+    parts_per_seed = [subset_parts(r) for r in runs]
+    parts = {part: {s: {m: spread([p[part][s][m] for p in parts_per_seed]) for m in methods} for s in ("clean", "occluded")}
+             for part in ("offset", "articulation")}
+    parts_diff = {part: {s: paired_difference([p[part][s]["Temporal"] for p in parts_per_seed],
+                                              [p[part][s]["Baseline"] for p in parts_per_seed]) for s in ("clean", "occluded")}
+                  for part in ("offset", "articulation")}
     oracle = nearest_pose_oracle(os.path.join(rec_dir, "train"), os.path.join(rec_dir, "test"))
     wall = time.time() - start
 
@@ -223,7 +239,17 @@ def main(argv=None):
               "Best fixed w per subset of the test frames, per seed (what an occlusion-aware gate could reach at "
               "best; reference only): clean " + ", ".join(f"{w:.1f}" for w in best_w["clean"]) + "; occluded "
               + ", ".join(f"{w:.1f}" for w in best_w["occluded"]),
-              f"Nearest-training-pose oracle on the test split: {oracle:.2f} mm"]
+              f"Nearest-training-pose oracle on the test split: {oracle:.2f} mm", "",
+              "Where the error lies (mm, mean ± sd over seeds): offset = |mean over joints of prediction - truth| "
+              "(where the whole hand is placed), articulation = mean joint error with that offset removed:", "",
+              "| method | offset clean | offset occluded | articulation clean | articulation occluded |",
+              "|---|---|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{parts[part][s][m]['mean']:.2f} ± {parts[part][s][m]['sd']:.2f}"
+                                              for part in ("offset", "articulation") for s in ("clean", "occluded")) + " |")
+    lines.append("| Temporal - Baseline (paired, 95% interval) | " + " | ".join(
+        f"{parts_diff[part][s]['mean']:+.2f} [{parts_diff[part][s]['low']:+.2f}, {parts_diff[part][s]['high']:+.2f}]"
+        for part in ("offset", "articulation") for s in ("clean", "occluded")) + " |")
     comparison = {}
     if len(variants) > 1:
         first = args.temporal_init[0]
@@ -253,7 +279,8 @@ def main(argv=None):
                    "errors": table, "differences": diffs, "gate_w1": gate, "gate_w1_per_seed": gate_per_seed,
                    "gate_w1_occluded_minus_clean": gate_gap, "w_val": [r["w_val"] for r in runs],
                    "sweep_test": sweep_test, "best_w_by_subset": best_w, "oracle_mm": oracle, "wall_s": wall,
-                   "per_seed": per_seed, "temporal_init_comparison": comparison}, f, indent=1, default=float)
+                   "per_seed": per_seed, "error_parts": parts, "error_parts_temporal_minus_baseline": parts_diff,
+                   "temporal_init_comparison": comparison}, f, indent=1, default=float)
     gate_plot(runs, os.path.join(args.out, "gate_vs_occlusion.png"))
     print(f"\nwrote {args.out}/accuracy.md, accuracy.json, gate_vs_occlusion.png")
     return 0

@@ -110,6 +110,16 @@ def mean_error(gt, pred) -> float:
     return float(per_joint_error(gt, pred).mean())
 
 
+def error_parts(gt, pred) -> dict:
+    """Per frame: ``offset``, the length of the mean over joints of pred - gt (mm: where the whole
+    hand is placed), and ``articulation``, the mean joint error once that offset is removed (mm: the
+    pose itself). ``articulation`` <= the mean joint error, by the triangle inequality."""
+    _check(gt, pred)
+    diff = np.asarray(pred, np.float64) - np.asarray(gt, np.float64)
+    shift = diff.mean(axis=1, keepdims=True)
+    return {"offset": np.linalg.norm(shift[:, 0], axis=-1), "articulation": np.linalg.norm(diff - shift, axis=-1).mean(axis=1)}
+
+
 def success_rate(gt, pred, thresholds=np.arange(0, 81)) -> np.ndarray:
     """Fraction of frames whose largest joint error is <= each threshold (mm)."""
     worst = _check(gt, pred).max(axis=1)

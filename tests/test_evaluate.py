@@ -3,8 +3,8 @@ import pytest
 
 from keras_cadstn.camera import ICVL_CAMERA, NYU_CAMERA
 from keras_cadstn.errors import DataError
-from keras_cadstn.evaluate import (load_results, mean_error, per_joint_error, plot_comparison, save_results,
-                                   success_rate)
+from keras_cadstn.evaluate import (error_parts, load_results, mean_error, per_joint_error, plot_comparison,
+                                   save_results, success_rate)
 
 
 def test_metrics_hand_computed():
@@ -19,6 +19,18 @@ def test_metrics_hand_computed():
     np.testing.assert_allclose(success_rate(gt, pred, [0, 4.9, 5, 12, 49, 50, 80]), [0, 0, 0.5, 0.75, 0.75, 1, 1])
     with pytest.raises(ValueError, match="must both be"):
         mean_error(gt, pred[:, :1])
+
+
+def test_error_parts_hand_computed():
+    gt = np.zeros((2, 2, 3))
+    pred = np.zeros((2, 2, 3))
+    pred[0] = [[10.0, 0.0, 0.0], [10.0, 0.0, 0.0]]  # frame 0: the whole hand 10 mm off, pose exact
+    pred[1] = [[0.0, 3.0, 0.0], [0.0, -3.0, 0.0]]  # frame 1: in place, each joint 3 mm off
+    parts = error_parts(gt, pred)
+    np.testing.assert_allclose(parts["offset"], [10.0, 0.0])
+    np.testing.assert_allclose(parts["articulation"], [0.0, 3.0])
+    with pytest.raises(ValueError, match="must both be"):
+        error_parts(gt, pred[:1])
 
 
 def test_load_results_formats(tmp_path):

@@ -161,3 +161,9 @@ def test_accuracy_benchmark_quick_fills_every_row_and_column(tmp_path):
     if not np.isnan(gap["mean"]):  # the quick test split may hold no occluded frame
         assert gap["mean"] == pytest.approx(np.mean(np.subtract(gates["occluded"], gates["clean"])))
     assert (out / "gate_vs_occlusion.png").stat().st_size > 1000 and "| Temporal - Baseline |" in (out / "accuracy.md").read_text()
+    parts = result["error_parts"]
+    for subset in ("clean", "occluded"):  # the articulation never exceeds the whole error
+        for m in methods:
+            if not np.isnan(parts["articulation"][subset][m]["mean"]):
+                assert parts["articulation"][subset][m]["mean"] <= result["errors"][subset][m]["mean"] + 1e-6
+    assert "| Temporal - Baseline (paired, 95% interval) |" in (out / "accuracy.md").read_text()
