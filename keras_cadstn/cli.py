@@ -132,15 +132,20 @@ def cmd_demo(args):
 def cmd_track(args):
     from keras_cadstn.bundle import load_bundle
     from keras_cadstn.sources import open_source, parse_camera
-    from keras_cadstn.tracking import HandTracker, track_stream
+    from keras_cadstn.detect import DETECTOR_PATH, load_detector
+    from keras_cadstn.tracking import HandLocaliser, HandTracker, track_stream
     if not (args.jsonl or args.video or args.show):
         from keras_cadstn.errors import ConfigError
         raise ConfigError("nothing to write: give --jsonl FILE, --video FILE and/or --show")
     bundle = load_bundle(args.bundle)  # before the camera is opened: a bad bundle fails fast
+    localiser = HandLocaliser(detector_path={"learned": DETECTOR_PATH, "geometric": None}.get(args.detector,
+                                                                                                args.detector))
+    if localiser.detector_path is not None:
+        load_detector(localiser.detector_path)  # a missing or broken detector fails fast too
     with open_source(args.source, parse_camera(args.camera) if args.camera else None) as source:
         bundle = bundle.with_camera(source.camera)
         from keras_cadstn.export import export_for_tracker  # exported and verified once, into the cache
-        tracker = HandTracker(bundle, backend=args.backend, precision=args.precision,
+        tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, localiser=localiser,
                               **export_for_tracker(bundle, args.backend, args.precision))
         stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,
                              max_frames=args.frames)
@@ -253,6 +258,9 @@ def _track(t):
     t.add_argument("--frames", type=positive_int, help="stop after this many frames (default: the whole source)")
     t.add_argument("--camera", help="pngs: fx,fy,cx,cy,width,height[,depth_unit_mm] (default: the folder's "
                                     "camera.json)")
+    t.add_argument("--detector", default="learned",
+                   help="how the hand is found where there is no previous frame: 'learned' (default: the shipped "
+                        "hand detector), 'geometric' (no network), or a trained detector's .keras path")
 
 
 # name -> (help, add flags, run)

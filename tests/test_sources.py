@@ -105,6 +105,20 @@ def test_an_error_mid_stream_leaves_no_output(tiny_bundle, png_folder, tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["frames"]
 
 
+def test_cadstn_track_with_the_geometric_detector_or_a_missing_one(tiny_bundle, png_folder, tmp_path, capsys):
+    jsonl = tmp_path / "geo.jsonl"
+    assert main(["track", "--bundle", tiny_bundle.path, "--source", f"pngs:{png_folder}", "--jsonl", str(jsonl),
+                 "--detector", "geometric"]) == 0
+    assert len(read_jsonl(jsonl)) == 8 and all(line["found"] for line in read_jsonl(jsonl))
+    capsys.readouterr()
+    missing = tmp_path / "none.jsonl"
+    assert main(["track", "--bundle", tiny_bundle.path, "--source", f"pngs:{png_folder}", "--jsonl", str(missing),
+                 "--detector", str(tmp_path / "nothing.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cadstn track: error: no hand detector at ") and err.count("\n") == 1
+    assert not missing.exists()
+
+
 @pytest.mark.parametrize("source, message", [
     ("pngs:/no/such/folder", "folder not found"),
     ("webcam", "source must be one of"),
