@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from keras_cadstn import atomic
 from keras_cadstn.errors import ConfigError
 from keras_cadstn.models.config import DetectorConfig
 from keras_cadstn.preprocessing import crop_and_normalize
+from keras_cadstn.refine import move_centre
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DETECTOR_PATH = os.path.join(ASSETS, "hand_detector.keras")  # its DetectorConfig: the same name, .json
@@ -37,11 +39,6 @@ def detector_crop(depth_mm, centre_uvd, camera, config: DetectorConfig) -> np.nd
     """(S, S, 1): the normalised crop of a ``cube_mm`` cube around ``centre_uvd``."""
     crop, _ = crop_and_normalize(depth_mm, centre_uvd, np.full(3, config.cube_mm), camera, config.image_size)
     return crop[:, :, None]
-
-
-def _move(centre_uvd, offset_normalized, camera, config: DetectorConfig) -> np.ndarray:
-    xyz = camera.uvd_to_xyz(np.asarray(centre_uvd, np.float64))
-    return camera.xyz_to_uvd(xyz + np.asarray(offset_normalized, np.float64) * config.cube_mm / 2.0)
 
 
 class HandDetector:
@@ -62,13 +59,14 @@ class HandDetector:
 
     def __call__(self, depth_mm, camera, proposals) -> tuple | None:
         cfg = self.config
+        cube = np.full(3, cfg.cube_mm)
         points = [np.asarray(p, np.float64) for p in proposals[:cfg.max_candidates]]
         if not points:
             return None
         for _ in range(cfg.iterations):
             offsets, _ = self.predict(np.stack([detector_crop(depth_mm, p, camera, cfg) for p in points]))
-            moved = [_move(p, o, camera, cfg) for p, o in zip(points, offsets)]
-            # a step that leaves the camera's front or the image is not taken
+            moved = [move_centre(p, o, cube, camera) for p, o in zip(points, offsets)]
+            # a step to a point that is not finite or lies behind the camera is not taken
             points = [m if np.all(np.isfinite(m)) and m[2] > 0 else p for p, m in zip(points, moved)]
         _, hand = self.predict(np.stack([detector_crop(depth_mm, p, camera, cfg) for p in points]))
         best = int(np.argmax(hand))
@@ -86,7 +84,10 @@ def load_detector(path: str = DETECTOR_PATH) -> HandDetector:
                               f"--out {path}` or use HandLocaliser(detector_path=None) (geometric detection)")
     with open(settings) as f:
         config = DetectorConfig.from_dict(json.load(f))
-    model = keras.models.load_model(path, compile=False)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: not a readable Keras model ({type(e).__name__}: {e})") from e
     if tuple(model.input.shape[1:]) != (config.image_size, config.image_size, 1):
         raise ConfigError(f"{path}: input {tuple(model.input.shape[1:])} does not match {settings} "
                           f"(image_size {config.image_size})")

@@ -66,6 +66,11 @@ def test_missing_detector_says_how_to_make_one(tmp_path):
     with pytest.raises(ConfigError, match="no hand detector at .*nothing.keras: train one with `python "
                                           "tools/train_detector.py"):
         detect.load_detector(missing)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    (tmp_path / "broken.json").write_text(json.dumps(DetectorConfig().to_dict()))
+    with pytest.raises(ConfigError, match="broken.keras: not a readable Keras model"):
+        detect.load_detector(str(broken))
     depth = SequenceRenderer(1000, SynthConfig(person=True)).render(0)[0]
     with pytest.raises(ConfigError, match="no hand detector"):
         HandLocaliser(detector_path=missing).find_palm(depth, NYU_CAMERA)
