@@ -218,7 +218,7 @@ def main(argv=None):
 
     n = cfg.seeds
     lines = [f"Accuracy benchmark: {n} seeds, {cfg.image_size}x{cfg.image_size}, steps "
-             + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items())
+             + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items() if k != "refine")  # not trained here
              + f", temporal_init {args.temporal_init[0]}, gate trained on {args.fusion_data}; test split {len(occ)} frames, "
              f"{int((occ >= OCCLUDED).sum())} occluded (>= {OCCLUDED}); wall time {wall / 60:.1f} min", "",
              "Mean error (mm), mean ± sd over seeds:", "", "| method | all | clean | occluded |", "|---|---|---|---|"]
