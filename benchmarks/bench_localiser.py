@@ -18,17 +18,22 @@ import numpy as np
 REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "real_frames")
 
 
-def synthetic_scenes(args, localiser):
+def synthetic_scenes(args, localiser, bundle=None):
     """Per frame: the palm found (``find_palm``) against the true palm; the tracker's crop centre
     (``track``, as HandTracker) and the labelled crop centre (the training pre-processing's centre
     of mass around the true palm) against the true palm; the tracker's crop centre against the
-    labelled one (what the networks were trained on). Distances in mm, inf = no hand reported."""
+    labelled one (what the networks were trained on); with a ``bundle`` that has a centre refiner,
+    its reference joint refined from this frame's detection (as HandTracker starts) against the true
+    palm. Distances in mm, inf = no hand reported."""
     from keras_cadstn.camera import NYU_CAMERA
     from keras_cadstn.data.frames import NYU
     from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
     from keras_cadstn.preprocessing import hand_center
+    from keras_cadstn.refine import refine_centre
+    from keras_cadstn.runtime import KerasFunction, as_refiner
     cube, cam = np.asarray(NYU.cube, float), NYU_CAMERA
     rows, no_hand_says_hand = [], 0
+    refiner = as_refiner(KerasFunction(bundle.refiner)) if bundle is not None else None
 
     def distance(uvd, xyz):
         return np.inf if uvd is None else float(np.linalg.norm(cam.uvd_to_xyz(uvd) - xyz))
@@ -43,8 +48,13 @@ def synthetic_scenes(args, localiser):
             found = localiser.find_palm(depth, cam)
             previous, _ = localiser.track(depth, previous, cube, cam)
             labelled = hand_center(depth, cam.xyz_to_uvd(palm), cube, cam)
-            rows.append((kind, distance(None if found is None else found[0], palm), distance(previous, palm),
-                         distance(labelled, palm), distance(previous, cam.uvd_to_xyz(labelled))))
+            row = (kind, distance(None if found is None else found[0], palm), distance(previous, palm),
+                   distance(labelled, palm), distance(previous, cam.uvd_to_xyz(labelled)))
+            if refiner is not None:
+                start = localiser.detect(depth, cube, cam)
+                row += (np.inf if start is None else
+                        distance(refine_centre(refiner, depth, start, cube, cam, bundle.refiner_config), palm),)
+            rows.append(row)
             empty, _ = renderer.render(t, hand=False)
             no_hand_says_hand += localiser.find_palm(empty, cam) is not None
     return rows, no_hand_says_hand
@@ -75,24 +85,33 @@ def main():
     p.add_argument("--detectors", nargs="+", default=["geometric", "learned"],
                    help="'geometric' (HandLocaliser(detector_path=None)), 'learned' (the shipped detector) or a "
                         "path to another trained detector")
+    p.add_argument("--bundle", help="also move each frame's detection with this bundle's centre refiner "
+                                    "(e.g. the `cadstn demo` bundle) and measure the refined joint")
     args = p.parse_args()
     from keras_cadstn.tracking import HandLocaliser
+    bundle = None
+    if args.bundle:
+        from keras_cadstn.bundle import load_bundle
+        bundle = load_bundle(args.bundle)
+        if bundle.refiner is None:
+            p.error(f"{args.bundle} has no centre refiner")
     start = time.time()
     for name in args.detectors:
         path = {"geometric": None, "learned": HandLocaliser.detector_path}.get(name, name)
         localiser = HandLocaliser(detector_path=path)
-        rows, false_hands = synthetic_scenes(args, localiser)
+        rows, false_hands = synthetic_scenes(args, localiser, bundle)
         real = real_frames(localiser)
         n = len(rows)
         print(f"\n{name} detection. Share within 50 mm / median (mm) / frames with no hand reported\n")
+        refined = " refined reference joint (bundle's refiner from the detection), from the true palm |" if bundle else ""
         print("| scenes | frames | palm found, from the true palm | tracker's crop centre, from the true palm | "
-              "labelled crop centre, from the true palm | tracker's crop centre, from the labelled one |")
-        print("|---|---|---|---|---|---|")
+              "labelled crop centre, from the true palm | tracker's crop centre, from the labelled one |" + refined)
+        print("|---|---|---|---|---|---|" + ("---|" if bundle else ""))
         kinds = sorted({r[0] for r in rows}) + ["all"]
         for kind in kinds:
             sel = [r for r in rows if kind in ("all", r[0])]
             cells = []
-            for col in (1, 2, 3, 4):
+            for col in range(1, len(sel[0])):
                 e = np.asarray([r[col] for r in sel])
                 cells.append(f"{np.mean(e <= 50):.1%} / {np.median(e):.0f} / {np.isinf(e).sum()}")
             print(f"| person behind, {kind} | {len(sel)} | " + " | ".join(cells) + " |")
