@@ -51,7 +51,7 @@ def synthetic_scenes(args, localiser, bundle=None):
             row = (kind, distance(None if found is None else found[0], palm), distance(previous, palm),
                    distance(labelled, palm), distance(previous, cam.uvd_to_xyz(labelled)))
             if refiner is not None:
-                start = localiser.detect(depth, cube, cam)
+                start = localiser.centre_from_palm(depth, found, cube, cam)  # = detect, without finding again
                 row += (np.inf if start is None else
                         distance(refine_centre(refiner, depth, start, cube, cam, bundle.refiner_config), palm),)
             rows.append(row)

@@ -19,17 +19,16 @@ ships one trained with ``python tools/train_detector.py``; crops are metric, so 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
-import zipfile
 
 import numpy as np
 
 from keras_cadstn import atomic
 from keras_cadstn.errors import ConfigError
 from keras_cadstn.models.config import DetectorConfig
-from keras_cadstn.preprocessing import crop_and_normalize
-from keras_cadstn.refine import move_centre
+from keras_cadstn.refine import move_centre, refiner_crop
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DETECTOR_PATH = os.path.join(ASSETS, "hand_detector.keras")  # its DetectorConfig: the same name, .json
@@ -37,8 +36,7 @@ DETECTOR_PATH = os.path.join(ASSETS, "hand_detector.keras")  # its DetectorConfi
 
 def detector_crop(depth_mm, centre_uvd, camera, config: DetectorConfig) -> np.ndarray:
     """(S, S, 1): the normalised crop of a ``cube_mm`` cube around ``centre_uvd``."""
-    crop, _ = crop_and_normalize(depth_mm, centre_uvd, np.full(3, config.cube_mm), camera, config.image_size)
-    return crop[:, :, None]
+    return refiner_crop(depth_mm, centre_uvd, np.full(3, config.cube_mm), camera, config)
 
 
 class HandDetector:
@@ -76,7 +74,7 @@ class HandDetector:
 @functools.lru_cache(maxsize=4)
 def load_detector(path: str = DETECTOR_PATH) -> HandDetector:
     """The trained detector at ``path`` (default: the one shipped with the package), loaded once."""
-    import keras
+    from keras_cadstn.bundle import load_keras_model
     settings = os.path.splitext(path)[0] + ".json"
     for needed in (path, settings):
         if not os.path.isfile(needed):
@@ -84,10 +82,7 @@ def load_detector(path: str = DETECTOR_PATH) -> HandDetector:
                               f"--out {path}` or use HandLocaliser(detector_path=None) (geometric detection)")
     with open(settings) as f:
         config = DetectorConfig.from_dict(json.load(f))
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise ConfigError(f"{path}: not a readable Keras model ({type(e).__name__}: {e})") from e
+    model = load_keras_model(path, compile=False)
     if tuple(model.input.shape[1:]) != (config.image_size, config.image_size, 1):
         raise ConfigError(f"{path}: input {tuple(model.input.shape[1:])} does not match {settings} "
                           f"(image_size {config.image_size})")
@@ -112,7 +107,8 @@ def scene_centres(depth_mm, palm_xyz, camera, localiser, rng, perturbed: int = 4
     """Centres (uvd) to cut one frame's training crops around: the localiser's proposals, the palm
     moved by a normal offset (sd 50 mm, at most 250 mm: proposals lie up to ~250 mm off) when the
     hand is in view (``palm_xyz``), and random pixels with depth (body, objects, wall)."""
-    centres = [np.asarray(c, np.float64) for c, _ in localiser.palm_candidates(depth_mm, camera)[0][:3]]
+    proposals, _ = localiser.palm_candidates(depth_mm, camera)
+    centres = [np.asarray(c, np.float64) for c, _ in itertools.islice(proposals, 3)]
     if palm_xyz is not None:
         for _ in range(perturbed):
             offset = rng.normal(0.0, 50.0, 3)
@@ -133,10 +129,11 @@ def make_examples(sequences: int, frames: int, config: DetectorConfig = Detector
     hand and once without; then every crop once more, turned and mirrored at random."""
     from tqdm.auto import tqdm
 
+    from keras_cadstn.data.frames import NYU, NYU_EVAL_JOINTS
     from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
     from keras_cadstn.tracking import HandLocaliser
     localiser, rng = HandLocaliser(detector_path=None), np.random.default_rng([seed, 7])
-    palm_index = 32  # the synthetic sequences' palm centre (NYU's joint order)
+    palm_index = NYU_EVAL_JOINTS[NYU.reference_joint]  # the palm centre in the renderer's 36-joint layout
     crops, offsets, weights, hands = [], [], [], []
     n_person = int(round(sequences * person_share))
     for k in tqdm(range(sequences), desc="detector crops", unit="sequence", disable=not progress):

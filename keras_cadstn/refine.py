@@ -28,7 +28,8 @@ DEFAULT_STEPS = 20000  # ours (the paper has no refiner): a third of a pose stag
 
 
 def refiner_crop(depth_mm, centre_uvd, cube, camera, config: RefinerConfig) -> np.ndarray:
-    """The refiner's input around ``centre_uvd``: (S, S, 1), normalised like the pose crops."""
+    """The refiner's input around ``centre_uvd``: (S, S, 1), normalised like the pose crops
+    (``config``: any settings with an ``image_size``, the hand detector's too)."""
     crop, _ = crop_and_normalize(depth_mm, centre_uvd, cube, camera, config.image_size)
     return crop[:, :, None]
 

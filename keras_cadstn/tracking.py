@@ -66,19 +66,24 @@ class HandLocaliser:
     detector_path: str | None = DETECTOR_PATH
 
     def palm_candidates(self, depth_mm: np.ndarray, camera) -> tuple:
-        """([(palm uvd, palm-sized)] of the blobs near the camera, nearest first, and the nearest
-        depth d0): steps 1-4 above without the size test (``palm-sized`` says whether it passed)."""
+        """(proposals, the nearest depth d0): steps 1-4 above without the size test. ``proposals``
+        yields (palm uvd, palm-sized) of the blobs near the camera, nearest first, each computed as
+        it is asked for (the geometric detection stops at the first palm-sized one)."""
         import cv2
         s = self.step
         d = depth_mm[::s, ::s]
         valid = (d > self.band_mm[0]) & (d < self.band_mm[1])
         if np.count_nonzero(valid) * s ** 2 < self.min_pixels:
-            return [], None
+            return iter(()), None
         d0 = float(np.percentile(d[valid], self.nearest_percentile))
         near = valid & (d <= d0 + self.near_band_mm)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(near.astype(np.uint8), connectivity=8)
         big = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] * s ** 2 >= self.min_pixels]
-        candidates = []
+        return self._proposals(d, labels, big, d0, camera), d0
+
+    def _proposals(self, d, labels, big, d0, camera):
+        import cv2
+        s = self.step
         for k in sorted(big, key=lambda k: np.percentile(d[labels == k], 5)):
             component = labels == k
             vs, us = np.nonzero(component)
@@ -97,22 +102,28 @@ class HandLocaliser:
             mask[vs[hand], us[hand]] = 1
             inner_mm = cv2.distanceTransform(mask, cv2.DIST_L2, 5)[vs, us] * s * zs / camera.fx
             best = int(np.argmax(inner_mm * hand))
-            candidates.append((uvd[best], bool(self.palm_radius_mm[0] <= inner_mm[best] <= self.palm_radius_mm[1])))
-        return candidates, d0
+            yield uvd[best], bool(self.palm_radius_mm[0] <= inner_mm[best] <= self.palm_radius_mm[1])
 
     def find_palm(self, depth_mm: np.ndarray, camera) -> tuple | None:
         """(palm uvd, nearest depth d0) or None. With the learned detector: the proposals, palm-sized
         first, checked and moved by it; without: the first palm-sized proposal."""
-        candidates, d0 = self.palm_candidates(depth_mm, camera)
+        proposals, d0 = self.palm_candidates(depth_mm, camera)
+        if self.detector_path is None:
+            palm = next((c for c, sized in proposals if sized), None)
+            return None if palm is None else (palm, d0)
+        candidates = list(proposals)
+        if not candidates:
+            return None
         ordered = [c for c, sized in candidates if sized] + [c for c, sized in candidates if not sized]
-        if self.detector_path is None or not candidates:
-            return (ordered[0], d0) if any(sized for _, sized in candidates) else None
         found = load_detector(self.detector_path)(depth_mm, camera, ordered)
         return None if found is None else (found[0], d0)
 
     def detect(self, depth_mm: np.ndarray, cube, camera) -> np.ndarray | None:
         """The crop centre (uvd) of the hand found in this frame alone, or None."""
-        found = self.find_palm(depth_mm, camera)
+        return self.centre_from_palm(depth_mm, self.find_palm(depth_mm, camera), cube, camera)
+
+    def centre_from_palm(self, depth_mm: np.ndarray, found, cube, camera) -> np.ndarray | None:
+        """The crop centre (uvd) around ``find_palm``'s result (None: no hand), or None."""
         if found is None:
             return None
         palm, d0 = found

@@ -8,7 +8,7 @@ import pytest
 from keras_cadstn import detect
 from keras_cadstn.camera import NYU_CAMERA
 from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
-from keras_cadstn.errors import ConfigError
+from keras_cadstn.errors import ConfigError, DataError
 from keras_cadstn.models import DetectorConfig
 from keras_cadstn.tracking import HandLocaliser
 
@@ -69,7 +69,7 @@ def test_missing_detector_says_how_to_make_one(tmp_path):
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
     (tmp_path / "broken.json").write_text(json.dumps(DetectorConfig().to_dict()))
-    with pytest.raises(ConfigError, match="broken.keras: not a readable Keras model"):
+    with pytest.raises(DataError, match="broken.keras: not a readable Keras model"):
         detect.load_detector(str(broken))
     depth = SequenceRenderer(1000, SynthConfig(person=True)).render(0)[0]
     with pytest.raises(ConfigError, match="no hand detector"):
