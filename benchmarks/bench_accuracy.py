@@ -62,12 +62,18 @@ def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
     return mean_error(rel_te, nearest)
 
 
-def run_folder(workdir: str, seed: int, temporal_init: str, fusion_data: str = "train", fusion_steps=None) -> str:
-    """One run folder per seed, temporal initialisation, gate training data and (when not the
-    default) gate training steps."""
+def run_folder(workdir: str, seed: int, temporal_init: str, fusion_data: str = "train", fusion_steps=None,
+               centre_motion: bool = False) -> str:
+    """One run folder per seed, temporal initialisation, temporal input, gate training data and
+    (when not the default) gate training steps."""
     return os.path.join(workdir, f"run_seed{seed}" + ("" if temporal_init == "baseline_frozen" else f"_{temporal_init}")
+                        + ("_motion" if centre_motion else "")
                         + ("" if fusion_data == "train" else f"_fusion{fusion_data}")
                         + ("" if fusion_steps is None else f"_gate{fusion_steps}steps"))
+
+
+def variant_name(temporal_init: str, centre_motion: bool) -> str:
+    return temporal_init + (" + centre motion" if centre_motion else "")
 
 
 def share_stages(source: str, run_dir: str, stages=("baseline", "sliced3d", "spatial")) -> None:
@@ -148,6 +154,9 @@ def main(argv=None):
                    choices=("baseline_frozen", "baseline_finetune", "scratch"),
                    help="how the temporal encoder starts; with several, the later ones retrain only the temporal and "
                         "fusion stages (same Baseline/Sliced-3D/Spatial runs) and are compared with the first, paired by seed")
+    p.add_argument("--centre-motion", nargs="+", choices=("on", "off"),
+                   help="whether the temporal network reads the crop centre's motion (default: CADSTNConfig's "
+                        "default); with both, each is a variant as with --temporal-init (the first gives the main tables)")
     p.add_argument("--fusion-data", choices=("train", "val"), default="val",
                    help="records the gate trains on: the training split (the paper) or the validation split")
     p.add_argument("--fusion-steps", type=int, help="the gate's training steps (default: the demo's); the other "
@@ -158,11 +167,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny configuration for smoke tests")
     args = p.parse_args(argv)
     start = time.time()
+    from keras_cadstn.models import CADSTNConfig
+    args.centre_motion = args.centre_motion or ["on" if CADSTNConfig().centre_motion else "off"]
 
     from keras_cadstn.data.tfrecord import dataset_spec_of, read_manifest
     from keras_cadstn.demo import prepare_records
     from keras_cadstn.evaluate import evaluate_stages, paired_difference, spread
-    from keras_cadstn.models import CADSTNConfig
     from keras_cadstn.train import train_cadstn
 
     cfg = config(args)
@@ -171,27 +181,31 @@ def main(argv=None):
                                                                                    "fusion": args.fusion_steps}))
     rec_dir, _ = prepare_records(cfg)
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
-    mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len, **dict(cfg.network))
+    network = dict(cfg.network)
     variants = {}
+    first = (args.temporal_init[0], args.centre_motion[0] == "on")
     for init in args.temporal_init:
-        runs = []
-        for seed in range(cfg.seeds):
-            t0 = time.time()
-            run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data, args.fusion_steps)
-            share_stages(run_folder(cfg.workdir, seed, args.temporal_init[0]), run_dir)
-            if args.fusion_data != "train":  # the same networks, only the gate trained on other records
-                share_stages(run_folder(cfg.workdir, seed, init), run_dir, ("temporal",))
-            if args.fusion_steps:  # the same networks as the default runs, only the gate trained longer
-                share_stages(run_folder(cfg.workdir, seed, init, args.fusion_data), run_dir,
-                             ("baseline", "sliced3d", "spatial", "temporal"))
-            tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init=init)
-            trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg,
-                                   fusion_pattern=os.path.join(rec_dir, args.fusion_data, "*.tfrecord"))
-            runs.append(evaluate_stages(trained, rec_dir, cfg.seq_len))
-            print(f"{init} seed {seed}: {time.time() - t0:.0f} s; test errors "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["test"]["errors"].items()), flush=True)
-        variants[init] = runs
-    runs = variants[args.temporal_init[0]]
+        for motion in (m == "on" for m in args.centre_motion):
+            mcfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=cfg.seq_len,
+                                **{**network, "centre_motion": motion})
+            runs = []
+            for seed in range(cfg.seeds):
+                t0 = time.time()
+                run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data, args.fusion_steps, motion)
+                share_stages(run_folder(cfg.workdir, seed, first[0], centre_motion=first[1]), run_dir)
+                if args.fusion_data != "train":  # the same networks, only the gate trained on other records
+                    share_stages(run_folder(cfg.workdir, seed, init, centre_motion=motion), run_dir, ("temporal",))
+                if args.fusion_steps:  # the same networks as the default runs, only the gate trained longer
+                    share_stages(run_folder(cfg.workdir, seed, init, args.fusion_data, centre_motion=motion), run_dir,
+                                 ("baseline", "sliced3d", "spatial", "temporal"))
+                tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init=init)
+                trained = train_cadstn(os.path.join(rec_dir, "train", "*.tfrecord"), run_dir, mcfg, tcfg,
+                                       fusion_pattern=os.path.join(rec_dir, args.fusion_data, "*.tfrecord"))
+                runs.append(evaluate_stages(trained, rec_dir, cfg.seq_len))
+                print(f"{variant_name(init, motion)} seed {seed}: {time.time() - t0:.0f} s; test errors "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["test"]["errors"].items()), flush=True)
+            variants[variant_name(init, motion)] = runs
+    runs = variants[variant_name(*first)]
 
     per_seed = [subset_errors(r) for r in runs]
     methods = list(runs[0]["test"]["errors"])
@@ -219,7 +233,7 @@ def main(argv=None):
     n = cfg.seeds
     lines = [f"Accuracy benchmark: {n} seeds, {cfg.image_size}x{cfg.image_size}, steps "
              + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items() if k != "refine")  # not trained here
-             + f", temporal_init {args.temporal_init[0]}, gate trained on {args.fusion_data}; test split {len(occ)} frames, "
+             + f", temporal network {variant_name(*first)}, gate trained on {args.fusion_data}; test split {len(occ)} frames, "
              f"{int((occ >= OCCLUDED).sum())} occluded (>= {OCCLUDED}); wall time {wall / 60:.1f} min", "",
              "Mean error (mm), mean ± sd over seeds:", "", "| method | all | clean | occluded |", "|---|---|---|---|"]
     for m in methods:
@@ -252,22 +266,36 @@ def main(argv=None):
         for part in ("offset", "articulation") for s in ("clean", "occluded")) + " |")
     comparison = {}
     if len(variants) > 1:
-        first = args.temporal_init[0]
-        base = [subset_errors(r) for r in variants[first]]
-        lines += ["", f"Temporal encoder initialisation (same Baseline/Spatial runs; differences paired by seed against {first}):",
-                  "", "| temporal_init | Temporal all | Temporal occluded | CADSTN all | Temporal - "
-                  f"{first} (all) | (occluded) |", "|---|---|---|---|---|---|"]
-        for init, vruns in variants.items():
+        first_name = variant_name(*first)
+        base = [subset_errors(r) for r in variants[first_name]]
+
+        def interval(d):
+            return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+        lines += ["", f"Temporal network variants (same Baseline/Spatial runs; differences paired by seed; "
+                  f"\"vs first\": against {first_name}):", "",
+                  "| temporal network | Temporal all | Temporal occluded | Temporal - Baseline (occluded) | CADSTN all | "
+                  "CADSTN - Fixed w (val) | gate w1 occluded - clean | Temporal vs first (all) | (occluded) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, vruns in variants.items():
             errs = [subset_errors(r) for r in vruns]
+            vmasks = subset_masks(vruns[0]["test"]["meta"]["occlusion"])
+            w1 = {s_: [float(r["test"]["gate_w1"][vmasks[s_]].mean()) for r in vruns] for s_ in ("clean", "occluded")}
             row = {s_: spread([e[s_]["Temporal"] for e in errs]) for s_ in ("all", "occluded")}
             row["cadstn"] = spread([e["all"]["CADSTN"] for e in errs])
+            row["temporal_minus_baseline_occluded"] = paired_difference([e["occluded"]["Temporal"] for e in errs],
+                                                                        [e["occluded"]["Baseline"] for e in errs])
+            row["cadstn_minus_fixed"] = paired_difference([e["all"]["CADSTN"] for e in errs],
+                                                          [e["all"]["Fixed w (val)"] for e in errs])
+            row["gate_occluded_minus_clean"] = paired_difference(w1["occluded"], w1["clean"])
             row["diff"] = {s_: paired_difference([e[s_]["Temporal"] for e in errs], [e[s_]["Temporal"] for e in base])
                            for s_ in ("all", "occluded")}
-            comparison[init] = row
-            lines.append(f"| {init} | {row['all']['mean']:.2f} ± {row['all']['sd']:.2f} | {row['occluded']['mean']:.2f} ± "
-                         f"{row['occluded']['sd']:.2f} | {row['cadstn']['mean']:.2f} ± {row['cadstn']['sd']:.2f} | "
-                         + " | ".join(f"{row['diff'][s_]['mean']:+.2f} [{row['diff'][s_]['low']:+.2f}, {row['diff'][s_]['high']:+.2f}]"
-                                      for s_ in ("all", "occluded")) + " |")
+            comparison[name] = row
+            g = row["gate_occluded_minus_clean"]
+            lines.append(f"| {name} | {row['all']['mean']:.2f} ± {row['all']['sd']:.2f} | {row['occluded']['mean']:.2f} ± "
+                         f"{row['occluded']['sd']:.2f} | {interval(row['temporal_minus_baseline_occluded'])} | "
+                         f"{row['cadstn']['mean']:.2f} ± {row['cadstn']['sd']:.2f} | {interval(row['cadstn_minus_fixed'])} | "
+                         f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] | "
+                         + " | ".join(interval(row["diff"][s_]) for s_ in ("all", "occluded")) + " |")
     text = "\n".join(lines)
     print("\n" + text)
     os.makedirs(args.out, exist_ok=True)
@@ -275,12 +303,13 @@ def main(argv=None):
         f.write(text + "\n\n`python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n")
     with open(os.path.join(args.out, "accuracy.json"), "w") as f:
         json.dump({"config": {"seeds": n, "image_size": cfg.image_size, "steps": cfg.train.steps,
-                              "temporal_init": args.temporal_init, "fusion_data": args.fusion_data, "quick": args.quick},
+                              "temporal_init": args.temporal_init, "centre_motion": args.centre_motion,
+                              "fusion_data": args.fusion_data, "quick": args.quick},
                    "errors": table, "differences": diffs, "gate_w1": gate, "gate_w1_per_seed": gate_per_seed,
                    "gate_w1_occluded_minus_clean": gate_gap, "w_val": [r["w_val"] for r in runs],
                    "sweep_test": sweep_test, "best_w_by_subset": best_w, "oracle_mm": oracle, "wall_s": wall,
                    "per_seed": per_seed, "error_parts": parts, "error_parts_temporal_minus_baseline": parts_diff,
-                   "temporal_init_comparison": comparison}, f, indent=1, default=float)
+                   "temporal_variants": comparison}, f, indent=1, default=float)
     gate_plot(runs, os.path.join(args.out, "gate_vs_occlusion.png"))
     print(f"\nwrote {args.out}/accuracy.md, accuracy.json, gate_vs_occlusion.png")
     return 0

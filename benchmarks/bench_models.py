@@ -57,28 +57,29 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     cfg = CADSTNConfig(image_size=args.image_size, seq_len=args.seq_len)
-    m, t = cfg.image_size, cfg.seq_len
+    t = cfg.seq_len
     temporal = build_temporal_network(cfg)
     models = {"Baseline": build_baseline_network(cfg), "Sliced-3D": build_sliced3d_network(cfg),
               "Spatial (inference)": spatial_inference_model(build_spatial_network(cfg)),
               "Temporal (windowed)": temporal, "CADSTN": build_cadstn(config=cfg)}
     rng = np.random.default_rng(0)
     print("| model | parameters | MFLOPs/frame | frames/s batch 1 | frames/s batch 64 |\n|---|---|---|---|---|")
+    def random_inputs(model, n):
+        """One random batch of ``n`` for each input of ``model`` (crops, clips, centre motion, state)."""
+        x = [rng.uniform(-1, 1, (n,) + tuple(i.shape[1:])).astype("float32") for i in model.inputs]
+        return x if len(x) > 1 else x[0]
+
     for name, model in models.items():
-        clip = len(model.input.shape) == 5
+        clip = len(model.inputs[0].shape) == 5
         row = []
         for batch in (1, 64):
             n = max(batch // t, 1) if clip else batch
-            shape = (n, t, m, m, 1) if clip else (n, m, m, 1)
-            x = rng.uniform(-1, 1, shape).astype("float32")
-            row.append(frames_per_second(model, x, n * (t if clip else 1), args.repeats))
+            row.append(frames_per_second(model, random_inputs(model, n), n * (t if clip else 1), args.repeats))
         print(f"| {name} | {model.count_params():,} | {flops_per_frame(model) / 1e6:,.1f} | "
               f"{row[0]:,.1f} | {row[1]:,.1f} |")
     stream = build_temporal_stream(temporal)
-    u = cfg.lstm_units
-    x1 = [rng.uniform(-1, 1, (1, m, m, 1)).astype("float32"), np.zeros((1, u), "float32"), np.zeros((1, u), "float32")]
-    step = frames_per_second(stream, x1, 1, 10 * args.repeats)
-    window = frames_per_second(temporal, rng.uniform(-1, 1, (1, t, m, m, 1)).astype("float32"), 1, args.repeats)
+    step = frames_per_second(stream, random_inputs(stream, 1), 1, 10 * args.repeats)
+    window = frames_per_second(temporal, random_inputs(temporal, 1), 1, args.repeats)
     print(f"\n| temporal, one new frame | ms/frame |\n|---|---|\n| streaming step (state carried) | {1e3 / step:.2f} |\n"
           f"| windowed model re-run on the last {t} frames | {1e3 / window:.2f} |")
 

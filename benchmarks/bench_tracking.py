@@ -137,7 +137,7 @@ def main():
     # pre-processing costs
     tracker = HandTracker(bundle, backend="keras")
     k = 3 * bundle.spec.num_joints
-    tracker.step = lambda crop, h, c: (np.zeros((1, k), np.float32), h, c)
+    tracker.step = lambda crop, h, c, motion: (np.zeros((1, k), np.float32), h, c)
     if refiner:
         tracker.refiner = lambda crop: np.zeros((1, 3), np.float32)
     preprocessing = time_tracker(tracker, depth_frames)

@@ -71,13 +71,15 @@ class Bundle:
         return get_submodel(self.model, "gate_network")
 
     def temporal_step(self):
-        """[crop, h, c] -> [joints, h', c']: the temporal network one frame at a time."""
+        """[crop, h, c] (+ centre_motion where the network reads it) -> [joints, h', c']: the
+        temporal network one frame at a time."""
         from keras_cadstn.models import build_temporal_stream
         return build_temporal_stream(self.temporal_model())
 
     def frame_model(self, spatial=None):
-        """[crop (B, M, M, 1), lstm_h, lstm_c] -> [fused joints (B, 3K), lstm_h', lstm_c']: one
-        streaming step of the whole CADSTN (what the tracker runs and what TFLite/ONNX export).
+        """[crop (B, M, M, 1), lstm_h, lstm_c] (+ centre_motion (B, 3) where the temporal network
+        reads it) -> [fused joints (B, 3K), lstm_h', lstm_c']: one streaming step of the whole
+        CADSTN (what the tracker runs and what TFLite/ONNX export).
         ``spatial``: another form of the spatial main path to use (e.g. with folded convolutions)."""
         from keras_cadstn.models.streaming import build_streaming_cadstn
         return build_streaming_cadstn(spatial or self.spatial_model(), self.temporal_step(), self.gate_model())
@@ -111,8 +113,12 @@ def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig, refin
                 refiner_config: RefinerConfig | None = None) -> str:
     """Write the bundle folder atomically (a temporary sibling renamed into place); returns path.
     ``refiner``: a trained centre refiner (``keras_cadstn.refine.train_refiner``) to ship with it."""
-    if "gate" not in [layer.name for layer in model.layers] or len(model.input.shape) != 5:
+    from keras_cadstn.models import uses_centre_motion
+    if "gate" not in [layer.name for layer in model.layers] or len(model.inputs[0].shape) != 5:
         raise ValueError("save_bundle expects a CADSTN model (clips -> joints, with a gate)")
+    if uses_centre_motion(model) != config.centre_motion:
+        raise ValueError(f"the model {'reads' if uses_centre_motion(model) else 'does not read'} the centre motion, "
+                         f"its config says centre_motion={config.centre_motion}")
     if config.num_joints != spec.num_joints:
         raise ValueError(f"network predicts {config.num_joints} joints, dataset spec has {spec.num_joints}")
     if refiner is not None:
@@ -173,9 +179,13 @@ def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
     refiner, refiner_config = load_refiner(path, meta)
     bundle = Bundle(os.path.abspath(path), model, spec, config, refiner, refiner_config)
     expected = (None, bundle.seq_len, bundle.image_size, bundle.image_size, 1)
-    if tuple(model.input.shape) != expected:
-        raise DataError(f"{model_path}: model input {tuple(model.input.shape)} does not match the "
+    if tuple(model.inputs[0].shape) != expected:
+        raise DataError(f"{model_path}: model input {tuple(model.inputs[0].shape)} does not match the "
                         f"bundle's {expected}")
+    from keras_cadstn.models import uses_centre_motion
+    if uses_centre_motion(model) != config.centre_motion:
+        raise DataError(f"{model_path}: the model {'reads' if uses_centre_motion(model) else 'does not read'} the "
+                        f"centre motion, the bundle's JSON says centre_motion={config.centre_motion}")
     return bundle.with_camera(camera) if camera is not None else bundle
 
 

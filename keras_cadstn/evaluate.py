@@ -12,7 +12,7 @@ import numpy as np
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS, get_spec
 from keras_cadstn import atomic
 from keras_cadstn.errors import ConfigError, DataError
-from keras_cadstn.preprocessing import joints_to_mm
+from keras_cadstn.preprocessing import centre_motion, joints_to_mm
 
 
 def read_results(path: str, dataset: str = "nyu", fmt: str = "uvd") -> tuple:
@@ -187,15 +187,26 @@ def clip_starts(length: int, seq_len: int) -> list:
     return starts + [length - seq_len] if starts[-1] + seq_len < length else starts
 
 
-def predict_sequence(model, crops: np.ndarray, seq_len: int, batch_size: int = 8) -> np.ndarray:
+def predict_sequence(model, crops: np.ndarray, seq_len: int, batch_size: int = 8,
+                     motion: np.ndarray | None = None) -> np.ndarray:
     """A clip model over one sequence's crops (N, M, M, 1) -> (N, 3K), LSTM state reset per clip as
     the authors evaluated. Frames of a window already predicted by an earlier one keep the earlier
-    prediction; a sequence shorter than T is padded by repeating its last frame."""
+    prediction; a sequence shorter than T is padded by repeating its last frame.
+
+    ``motion`` (N, 3): the crop centres' motion (``preprocessing.centre_motion``) for a model that
+    reads it; zero at each clip's first frame, as in training (the LSTM has no past there)."""
     n = len(crops)
     if n < seq_len:
         crops = np.concatenate([crops, np.repeat(crops[-1:], seq_len - n, axis=0)])
+        if motion is not None:
+            motion = np.concatenate([motion, np.zeros((seq_len - n, 3), motion.dtype)])
     starts = clip_starts(len(crops), seq_len)
-    out = predict_batched(model, np.stack([crops[s:s + seq_len] for s in starts]), batch_size)
+    clips = np.stack([crops[s:s + seq_len] for s in starts])
+    if motion is not None:
+        windows = np.stack([motion[s:s + seq_len] for s in starts])
+        windows[:, 0] = 0.0
+        clips = [clips, windows]
+    out = predict_batched(model, clips, batch_size)
     pred = np.empty((len(crops), out.shape[-1]), np.float32)
     for s, p in zip(starts[::-1], out[::-1]):  # earlier windows win where the last one overlaps
         pred[s:s + seq_len] = p
@@ -235,8 +246,11 @@ def predictions_mm(models: dict, crops, meta, seq_len: int, batch_size: int = 12
 
 def predict_frames_or_clips(model, crops, meta, seq_len: int, batch_size: int = 128) -> np.ndarray:
     """A frame model on every crop, or a clip model on each sequence's clips: (N, out)."""
-    if len(model.input.shape) == 5:
-        return np.concatenate([predict_sequence(model, crops[a:b], seq_len)
+    from keras_cadstn.models import uses_centre_motion
+    if len(model.inputs[0].shape) == 5:
+        motion = centre_motion(meta["center_xyz"], meta["cube"]) if uses_centre_motion(model) else None
+        return np.concatenate([predict_sequence(model, crops[a:b], seq_len,
+                                                motion=None if motion is None else motion[a:b])
                                for a, b in sequence_segments(meta["sequence_id"], meta["frame_index"])])
     return predict_batched(model, crops, batch_size)
 
@@ -294,15 +308,17 @@ def paired_difference(a, b) -> dict:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def predict_batched(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """The model's joints over ``x`` in batches, the last one padded to the same size (one traced
-    function per model instead of one per distinct batch shape)."""
+def predict_batched(model, x, batch_size: int) -> np.ndarray:
+    """The model's joints over ``x`` (an array, or a list of arrays for a model with several
+    inputs) in batches, the last one padded to the same size (one traced function per model
+    instead of one per distinct batch shape)."""
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
     outs = []
-    for i in range(0, len(x), batch_size):
-        chunk = x[i:i + batch_size]
-        n = len(chunk)
+    for i in range(0, len(arrays[0]), batch_size):
+        chunks = [a[i:i + batch_size] for a in arrays]
+        n = len(chunks[0])
         if n < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-        out = model.predict_on_batch(chunk)
+            chunks = [np.concatenate([c, np.repeat(c[-1:], batch_size - n, axis=0)]) for c in chunks]
+        out = model.predict_on_batch(chunks if len(chunks) > 1 else chunks[0])
         outs.append(np.asarray(out["joints"] if isinstance(out, dict) else out)[:n])
     return np.concatenate(outs)

@@ -112,8 +112,15 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
         joints = tf.reshape(norm, tf.concat([tf.shape(norm)[:-1], [k, 3]], 0))
         return joints * (cube[..., None, :] / 2.0) + center[..., None, :]
 
+    from keras_cadstn.models import uses_centre_motion
+    reads_motion = uses_centre_motion(model)
+
     def predict_sequence(clips, center_xyz, cube):
-        norm = model(clips, training=False)
+        if reads_motion:  # the centres' frame-to-frame move, zero at each clip's first frame
+            moved = (center_xyz[:, 1:] - center_xyz[:, :-1]) / (cube[:, 1:] / 2.0)
+            norm = model([clips, tf.concat([tf.zeros_like(moved[:, :1]), moved], 1)], training=False)
+        else:
+            norm = model(clips, training=False)
         return {"joints_mm": to_mm(norm, center_xyz, cube), "joints_normalized": norm}
 
     def predict_frames(crops, center_xyz, cube):
@@ -157,7 +164,7 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
     frames = loaded.signatures["predict_frames"](crops=tf.constant(samples.crops),
                                                  center_xyz=tf.constant(samples.center_xyz.reshape(-1, 3)),
                                                  cube=tf.constant(samples.cube.reshape(-1, 3)))
-    ref_seq = model.predict_on_batch(samples.clips)
+    ref_seq = model.predict_on_batch([samples.clips, samples.motion] if reads_motion else samples.clips)
     ref_frames = spatial.predict_on_batch(samples.crops)
     errs = [_errors_mm(ref_seq, seq["joints_normalized"].numpy(), samples.cube),
             _errors_mm(ref_frames, frames["joints_normalized"].numpy(), samples.cube)]
@@ -227,11 +234,12 @@ def representative_inputs(step_or_spatial, samples: Samples, which: str):
             yield {"crop": crop[None]}
         return
     feeds = []
-    keras_ = KerasFunction(step_or_spatial)
+    keras_ = as_step(KerasFunction(step_or_spatial))
+    reads_motion = "centre_motion" in KerasFunction(step_or_spatial).input_names
 
-    def recording(crop, h, c):
-        feeds.append({"crop": crop, "lstm_h": h, "lstm_c": c})
-        return keras_(crop, h, c)
+    def recording(crop, h, c, motion):
+        feeds.append({"crop": crop, "lstm_h": h, "lstm_c": c, **({"centre_motion": motion} if reads_motion else {})})
+        return keras_(crop, h, c, motion)
 
     run_step_over_clips(recording, step_or_spatial.inputs[1].shape[-1], samples, clips_at_once=False)
     yield from feeds
@@ -311,7 +319,7 @@ def _verify_and_publish(tmp: str, path: str, fmt: str, which: str, precision: st
                else runner(crop=crops)[output])
     else:
         units = keras_model.inputs[1].shape[-1]
-        ref = run_step_over_clips(KerasFunction(keras_model), units, samples)
+        ref = run_step_over_clips(as_step(KerasFunction(keras_model)), units, samples)
         got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=not batch_one)
     return _check_and_publish(ExportReport(path, fmt, which, precision, *_errors_mm(ref, got, samples.cube),
                                            _size(tmp)), tmp)

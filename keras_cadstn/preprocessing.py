@@ -140,6 +140,17 @@ def joints_to_mm(joints_norm_flat, center_xyz, cube) -> np.ndarray:
                               np.asarray(cube, np.float64)[..., None, :])
 
 
+def centre_motion(center_xyz, cube) -> np.ndarray:
+    """Frame-to-frame motion of consecutive crop centres (N, 3) mm, cube-normalised like the joints:
+    (centre_t - centre_t-1) / (cube / 2), zero for the first frame (float32, what the temporal
+    network with ``centre_motion`` reads)."""
+    centre = np.asarray(center_xyz, np.float64)
+    half = np.broadcast_to(np.asarray(cube, np.float64), centre.shape) / 2.0
+    motion = np.zeros_like(centre)
+    motion[1:] = (centre[1:] - centre[:-1]) / half[1:]
+    return motion.astype(np.float32)
+
+
 def check_depth_image(depth, camera: Camera, where: str = "frame") -> np.ndarray:
     """A depth image as ``camera`` delivers it: a (height, width) numeric array without NaN/inf
     (0 means no reading). Returns it unchanged; raises ``DataError`` naming ``where``."""

@@ -2,10 +2,12 @@
 checked on. Used by the tracker (which needs nothing else) and by the exporter (which checks what it
 writes against the Keras model with the same runners).
 
-- ``KerasFunction``: a Keras model as a NumPy callable (the streaming step model as
-  ``step(crop, h, c) -> (joints, h', c')``, the centre refiner as ``refiner(crop) -> offset``).
+- ``KerasFunction``: a Keras model as a NumPy callable (the centre refiner as
+  ``refiner(crop) -> offset``).
 - ``TFLiteRunner`` (LiteRT) and ``ONNXRunner`` (onnxruntime): an exported model called by input
-  name; ``as_step`` turns a step model's runner into the same ``step`` callable.
+  name. ``as_step`` turns any of the three, over a streaming step model, into one callable
+  ``step(crop, h, c, motion) -> (joints, h', c')`` (``motion``: the crop centre's move since the
+  last frame, passed on only where the model reads it).
 - ``run_step_over_clips``: any ``step`` over clips from zero LSTM state.
 - ``Samples`` / ``sample_clips``: real crops (test records or synthetic hands seen through the
   bundle's camera) for parity checks and int8 calibration.
@@ -41,6 +43,10 @@ class KerasFunction:
         else:
             self.fn = lambda *inputs: model.predict_on_batch(as_model_input(inputs))
 
+    @property
+    def input_names(self) -> list:
+        return [t.name.split(":")[0] for t in self.model.inputs]
+
     def __call__(self, *inputs):
         outputs = self.fn(*inputs)
         if isinstance(outputs, dict):  # a model with named outputs (the hand detector)
@@ -57,6 +63,10 @@ class TFLiteRunner:
         self.interpreter = Interpreter(num_threads=num_threads, **kw)
         self.runner = self.interpreter.get_signature_runner()
 
+    @property
+    def input_names(self) -> list:
+        return list(self.runner.get_input_details())
+
     def __call__(self, **inputs) -> dict:
         return self.runner(**{k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()})
 
@@ -71,6 +81,10 @@ class ONNXRunner:
             opts.intra_op_num_threads = num_threads
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def input_names(self) -> list:
+        return [i.name for i in self.session.get_inputs()]
 
     def __call__(self, **inputs) -> dict:
         feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()}
@@ -98,9 +112,17 @@ def artifact_path(bundle, backend: str, precision: str = "float32", which: str =
 
 
 def as_step(runner):
-    """A TFLite/ONNX runner of an exported step model as ``step(crop, h, c) -> (joints, h', c')``."""
-    def step(crop, h, c):
-        out = runner(crop=crop, lstm_h=h, lstm_c=c)
+    """A streaming step model's runner (``KerasFunction``, TFLite, ONNX) as ``step(crop, h, c,
+    motion) -> (joints, h', c')``; ``motion`` (B, 3), the crop centre's cube-normalised move since
+    the previous frame, goes to a model with a ``centre_motion`` input and is ignored otherwise."""
+    reads_motion = "centre_motion" in runner.input_names
+    if isinstance(runner, KerasFunction):  # positional, in the model's input order
+        def step(crop, h, c, motion):
+            return tuple(runner(crop, h, c, motion) if reads_motion else runner(crop, h, c))
+        return step
+
+    def step(crop, h, c, motion):
+        out = runner(crop=crop, lstm_h=h, lstm_c=c, **({"centre_motion": motion} if reads_motion else {}))
         return out["joints"], out["lstm_h_out"], out["lstm_c_out"]
     return step
 
@@ -113,17 +135,19 @@ def as_refiner(runner):
 
 
 def run_step_over_clips(step, units: int, samples: "Samples", clips_at_once: bool = True) -> np.ndarray:
-    """A one-frame step ``step(crop, h, c) -> (joints, h', c')`` over each clip from zero LSTM state:
-    (B, T, 3K). ``clips_at_once`` feeds all B clips as one batch per frame; otherwise clip by clip
-    with batch 1 (artifacts exported with a fixed batch)."""
-    groups = [samples.clips] if clips_at_once else [clip[None] for clip in samples.clips]
+    """A one-frame step ``step(crop, h, c, motion) -> (joints, h', c')`` (``as_step``) over each clip
+    from zero LSTM state: (B, T, 3K). ``clips_at_once`` feeds all B clips as one batch per frame;
+    otherwise clip by clip with batch 1 (artifacts exported with a fixed batch)."""
+    motion = samples.motion
+    groups = ([(samples.clips, motion)] if clips_at_once
+              else [(clip[None], m[None]) for clip, m in zip(samples.clips, motion)])
     out = []
-    for clips in groups:
+    for clips, moves in groups:
         h = np.zeros((len(clips), units), np.float32)
         c = np.zeros((len(clips), units), np.float32)
         joints = []
         for i in range(clips.shape[1]):
-            j, h, c = step(clips[:, i], h, c)
+            j, h, c = step(clips[:, i], h, c, moves[:, i])
             joints.append(np.asarray(j))
         out.append(np.stack(joints, axis=1))
     return np.concatenate(out).astype(np.float32)
@@ -140,6 +164,12 @@ class Samples:
     @property
     def crops(self) -> np.ndarray:
         return self.clips.reshape((-1,) + self.clips.shape[2:])
+
+    @property
+    def motion(self) -> np.ndarray:
+        """(B, T, 3) the crop centre's motion within each clip (``preprocessing.centre_motion``)."""
+        from keras_cadstn.preprocessing import centre_motion
+        return np.stack([centre_motion(c, q) for c, q in zip(self.center_xyz, self.cube)])
 
     def refiner_crops(self, size: int) -> np.ndarray:
         """The crops resampled to the centre refiner's ``size`` (nearest pixel, as the pre-processing

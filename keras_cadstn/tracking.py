@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_cadstn.detect import DETECTOR_PATH, load_detector
 from keras_cadstn.errors import ConfigError, DataError, NoHandError
-from keras_cadstn.preprocessing import check_depth_image, crop_and_normalize, hand_center, joints_to_mm
+from keras_cadstn.preprocessing import centre_motion, check_depth_image, crop_and_normalize, hand_center, joints_to_mm
 from keras_cadstn.refine import refine_centre
 from keras_cadstn.runtime import RUNNERS, KerasFunction, artifact_path, as_refiner, as_step
 
@@ -158,7 +158,7 @@ class TrackResult:
 def make_runner(bundle, which: str = "step", backend: str = "keras", precision: str = "float32",
                 path: str | None = None, num_threads: int | None = None):
     """A NumPy callable of one of the bundle's models on the chosen backend: ``which`` 'step'
-    (crop (1, M, M, 1), h, c) -> (joints (1, 3K), h', c'), or 'refine' (the centre refiner:
+    (crop (1, M, M, 1), h, c, centre motion (1, 3)) -> (joints (1, 3K), h', c'), or 'refine' (the centre refiner:
     crop (1, S, S, 1) -> offset (1, 3)).
 
     TFLite/ONNX run an exported model: ``path``, or the bundle's entry in the cache that
@@ -170,7 +170,7 @@ def make_runner(bundle, which: str = "step", backend: str = "keras", precision: 
         raise ConfigError(f"{bundle.path}: the bundle has no centre refiner")
     if backend == "keras":
         fn = KerasFunction(bundle.frame_model() if which == "step" else bundle.refiner)
-        return fn if which == "step" else as_refiner(fn)
+        return as_step(fn) if which == "step" else as_refiner(fn)
     if backend == "onnx" and precision != "float32":
         raise ConfigError("the ONNX backend is float32 (use TensorRT for reduced precision on a GPU)")
     path = path or artifact_path(bundle, backend, precision, which)
@@ -247,10 +247,15 @@ class HandTracker:
             self.h, self.c = np.zeros_like(self.h), np.zeros_like(self.c)
             self.since_reset = 0
         crop, _ = crop_and_normalize(depth_mm, center, self.cube, self.camera, self.size)
-        joints, self.h, self.c = self.step(crop[None, :, :, None], self.h, self.c)
+        center_xyz = self.camera.uvd_to_xyz(center)
+        # the crop centre's move since the last frame; zero where the LSTM state starts afresh, as
+        # at the first frame of every training clip
+        motion = (centre_motion([self.camera.uvd_to_xyz(self.previous_uvd), center_xyz], self.cube)[1:]
+                  if self.since_reset and self.previous_uvd is not None else np.zeros((1, 3), np.float32))
+        joints, self.h, self.c = self.step(crop[None, :, :, None], self.h, self.c, motion)
         self.previous_uvd = center
         self.since_reset += 1
-        joints_mm = joints_to_mm(np.asarray(joints)[0], self.camera.uvd_to_xyz(center), self.cube)
+        joints_mm = joints_to_mm(np.asarray(joints)[0], center_xyz, self.cube)
         return TrackResult(True, joints_mm, center, mode, crop)
 
     def refined_centre(self, depth_mm) -> tuple:

@@ -231,7 +231,8 @@ def stage_input(pattern: str, stage: str, cfg: TrainConfig, mcfg: CADSTNConfig, 
         mode=STAGE_MODE[stage], seq_len=mcfg.seq_len, batch_size=batch_size or stage_batch_size(cfg, mcfg, stage),
         augment=cfg.augment and training, shuffle=cfg.shuffle and training, repeat=training, seed=cfg.seed,
         window_shift=max(mcfg.seq_len // 4, 1) if (seq and training) else None, drop_remainder=training,
-        output_names=tuple(models.LOSS_WEIGHTS) if stage == "spatial" else None, num_shards=num_shards,
+        output_names=tuple(models.LOSS_WEIGHTS) if stage == "spatial" else None,
+        centre_motion=seq and mcfg.centre_motion, num_shards=num_shards,
         shard_index=shard_index))
 
 

@@ -51,8 +51,7 @@ TINY_NETWORK = dict(image_size=SMALL, seq_len=4, fc_units=32, lstm_units=16)
 TINY_REFINER = dict(image_size=16, filters=(4, 8), fc_units=16)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
+def make_tiny_bundle(folder, **network):
     """An (untrained) CADSTN bundle at 32x32, T=4, NYU spec, with a 16x16 centre refiner whose
     offset is nearly zero (random weights, the last layer scaled down: an untrained refiner would
     walk the centre off the hand): for export and tracker plumbing."""
@@ -61,10 +60,24 @@ def tiny_bundle(tmp_path_factory):
     from keras_cadstn.data.frames import NYU
     from keras_cadstn.models import CADSTNConfig, RefinerConfig, build_cadstn, build_centre_refiner
     keras.utils.set_random_seed(5)
-    config, refiner = CADSTNConfig(**TINY_NETWORK), RefinerConfig(**TINY_REFINER)
+    config, refiner = CADSTNConfig(**{**TINY_NETWORK, **network}), RefinerConfig(**TINY_REFINER)
     centre_refiner = build_centre_refiner(refiner)
     last = centre_refiner.get_layer("offset")
     last.set_weights([w * 1e-3 for w in last.get_weights()])
-    path = save_bundle(str(tmp_path_factory.mktemp("bundle") / "bundle"), build_cadstn(config=config), NYU, config,
-                       centre_refiner, refiner)
+    path = save_bundle(str(folder / "bundle"), build_cadstn(config=config), NYU, config, centre_refiner, refiner)
     return load_bundle(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """``make_tiny_bundle`` with the default network settings."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_bundle, tmp_path_factory):
+    """{centre_motion: bundle}: the temporal network with and without the centre-motion input (one
+    of them is ``tiny_bundle``), for the paths that differ."""
+    default = tiny_bundle.config.centre_motion
+    return {default: tiny_bundle,
+            not default: make_tiny_bundle(tmp_path_factory.mktemp("bundle"), centre_motion=not default)}

@@ -38,6 +38,26 @@ def test_predict_sequence_keeps_the_earlier_window_where_windows_overlap():
     np.testing.assert_array_equal(short[:, 0], [0, 0, 0])
 
 
+class WindowMotion:
+    """A fake clip model over [clips, motion]: every frame's output is its motion's x."""
+
+    def predict_on_batch(self, inputs):
+        clips, motion = inputs
+        assert clips.shape[:2] == motion.shape[:2]
+        return motion[..., :1]
+
+
+def test_predict_sequence_feeds_each_window_the_motion_from_its_first_frame():
+    crops = np.zeros((10, 1, 1, 1), np.float32)
+    motion = np.stack([np.arange(10) + 1.0] * 3, axis=1).astype(np.float32)  # frame i moved by i + 1
+    pred = predict_sequence(WindowMotion(), crops, seq_len=4, batch_size=2, motion=motion)
+    # windows start at 0, 4 and 6; each window's first frame has no past (motion 0); frames 6, 7
+    # keep window 4's output
+    np.testing.assert_array_equal(pred[:, 0], [0, 2, 3, 4, 0, 6, 7, 8, 9, 10])
+    short = predict_sequence(WindowMotion(), crops[:3], seq_len=4, motion=motion[:3])
+    np.testing.assert_array_equal(short[:, 0], [0, 2, 3])
+
+
 def test_demo_config_data_sources(tmp_path):
     assert DemoConfig().dataset() == ("synthetic", None)
     with pytest.raises(ValueError, match="'synthetic', 'nyu:/path' or 'icvl:/path'"):

@@ -45,6 +45,38 @@ def test_bundle_errors_name_the_file(tiny_bundle, tmp_path):
         load_bundle(str(bad))
 
 
+def test_bundle_refuses_a_model_that_does_not_match_its_centre_motion_setting(tiny_bundles, tmp_path):
+    import shutil
+    from keras_cadstn.bundle import MODEL_FILE, save_bundle
+    with_motion, without = tiny_bundles[True], tiny_bundles[False]
+    with pytest.raises(ValueError, match="reads the centre motion, its config says centre_motion=False"):
+        save_bundle(str(tmp_path / "b"), with_motion.model, with_motion.spec, without.config)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(without.path, mixed)
+    shutil.copy(os.path.join(with_motion.path, MODEL_FILE), mixed / MODEL_FILE)
+    with pytest.raises(DataError, match="reads the centre motion, the bundle's JSON says centre_motion=False"):
+        load_bundle(str(mixed))
+
+
+def test_saved_model_derives_the_centre_motion_from_the_centres(tiny_bundles, samples, tmp_path):
+    """A temporal network that reads the centre motion: the serving signature takes the same
+    clips, centres and cubes and computes the motion itself (zero at each clip's first frame)."""
+    import tensorflow as tf
+    bundle = tiny_bundles[True]
+    report = export.export_saved_model(bundle, str(tmp_path), samples=samples)
+    assert report.max_abs_mm <= 0.01
+    seq = tf.saved_model.load(report.path).signatures["predict_sequence"]
+    assert set(seq.structured_input_signature[1]) == {"clips", "center_xyz", "cube"}
+    out = seq(clips=tf.constant(samples.clips), center_xyz=tf.constant(samples.center_xyz), cube=tf.constant(samples.cube))
+    motion = np.zeros_like(samples.center_xyz)
+    motion[:, 1:] = (samples.center_xyz[:, 1:] - samples.center_xyz[:, :-1]) / 150.0
+    assert np.abs(motion).max() > 0.005  # the sample hand moves
+    ref = bundle.model.predict_on_batch([samples.clips, motion])
+    np.testing.assert_allclose(out["joints_normalized"].numpy(), ref, atol=1e-5)
+    still = bundle.model.predict_on_batch([samples.clips, np.zeros_like(motion)])
+    assert np.abs(still - ref).max() > 1e-4  # so the comparison above sees the motion
+
+
 def test_samples_are_real_hand_crops(samples):
     assert samples.clips.shape == (2, 4, 32, 32, 1)
     hand = samples.clips < 1.0

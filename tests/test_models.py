@@ -111,15 +111,19 @@ def test_fusion_step_trains_only_the_gate(rng):
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(gate, get_submodel(m, "gate_network").weights))
 
 
-def test_streaming_step_equals_windowed_model(rng):
-    t = build_temporal_network(SMALL.replace(seq_len=6))
+@pytest.mark.parametrize("centre_motion", [False, True], ids=["crops", "crops+motion"])
+def test_streaming_step_equals_windowed_model(rng, centre_motion):
+    t = build_temporal_network(SMALL.replace(seq_len=6, centre_motion=centre_motion))
     stream = build_temporal_stream(t)
     x = rng.uniform(-1, 1, (3, 6, 32, 32, 1)).astype("float32")
-    ref = t.predict(x, verbose=0)
+    motion = rng.normal(0, 0.1, (3, 6, 3)).astype("float32")
+    ref = t.predict([x, motion] if centre_motion else x, verbose=0)
+    if centre_motion:  # the motion changes the prediction
+        assert np.abs(t.predict([x, motion * 0], verbose=0) - ref).max() > 1e-4
     h = np.zeros((3, 8), np.float32)
     c = np.zeros((3, 8), np.float32)
     for i in range(6):
-        j, h, c = [np.asarray(a) for a in stream([x[:, i], h, c])]
+        j, h, c = [np.asarray(a) for a in stream([x[:, i], h, c] + ([motion[:, i]] if centre_motion else []))]
         np.testing.assert_allclose(j, ref[:, i], atol=1e-5)
     assert all(a is b for a, b in zip(stream.get_layer("lstm_cell").weights, t.get_layer("lstm").weights))
 
@@ -134,18 +138,21 @@ def test_encoder_initialised_from_baseline_and_frozen(rng):
     assert not enc.trainable and t.get_layer("lstm").trainable
 
 
-@pytest.mark.parametrize("builder", ["baseline", "sliced3d", "spatial", "temporal", "cadstn", "stream"])
-def test_keras_save_load_round_trip(builder, tmp_path, rng):
-    models = {"baseline": lambda: build_baseline_network(SMALL), "sliced3d": lambda: build_sliced3d_network(SMALL),
-              "spatial": lambda: build_spatial_network(SMALL), "temporal": lambda: build_temporal_network(SMALL),
-              "cadstn": lambda: build_cadstn(config=SMALL),
-              "stream": lambda: build_temporal_stream(build_temporal_network(SMALL))}
+MOTION = {False: SMALL.replace(centre_motion=False), True: SMALL.replace(centre_motion=True)}
+
+
+@pytest.mark.parametrize("builder,centre_motion", [(b, False) for b in ("baseline", "sliced3d", "spatial")]
+                         + [(b, m) for b in ("temporal", "cadstn", "stream") for m in (False, True)])
+def test_keras_save_load_round_trip(builder, centre_motion, tmp_path, rng):
+    cfg = MOTION[centre_motion]
+    models = {"baseline": lambda: build_baseline_network(cfg), "sliced3d": lambda: build_sliced3d_network(cfg),
+              "spatial": lambda: build_spatial_network(cfg), "temporal": lambda: build_temporal_network(cfg),
+              "cadstn": lambda: build_cadstn(config=cfg),
+              "stream": lambda: build_temporal_stream(build_temporal_network(cfg))}
     m = models[builder]()
-    if builder == "stream":
-        x = [rng.uniform(-1, 1, (2, 32, 32, 1)).astype("float32"), rng.normal(size=(2, 8)).astype("float32"),
-             rng.normal(size=(2, 8)).astype("float32")]
-    else:
-        x = rng.uniform(-1, 1, (2,) + tuple(m.input.shape[1:])).astype("float32")
+    x = [rng.uniform(-1, 1, (2,) + tuple(i.shape[1:])).astype("float32") for i in m.inputs]
+    x = x if len(x) > 1 else x[0]
+    assert isinstance(x, list) == (builder == "stream" or centre_motion)
     path = str(tmp_path / "m.keras")
     m.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)

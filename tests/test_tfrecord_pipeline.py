@@ -9,7 +9,7 @@ from keras_cadstn.data import make_dataset
 from keras_cadstn.data.nyu import load_nyu
 from keras_cadstn.data.pipeline import DISCRETE_TRANSFORMS, RandomAffine, augment_example, parse_frame
 from keras_cadstn.data.tfrecord import convert_split, read_manifest
-from keras_cadstn.errors import CorruptShardError, DataError
+from keras_cadstn.errors import ConfigError, CorruptShardError, DataError
 from keras_cadstn.preprocessing import denormalize_joints, preprocess_frame
 
 from conftest import SMALL
@@ -144,6 +144,37 @@ def test_window_gets_one_transform_and_affine_keeps_joints_on_hand(synth_records
                           affine=RandomAffine(max_rotation=30, max_scale=0.1, max_shift=2))
     aff = {k: np.asarray(v) for k, v in aff.items()}
     assert _on_hand_fraction(aff) >= 0.7
+
+
+def test_centre_motion_is_the_move_of_the_crop_centre_and_turns_with_the_crop(synth_records):
+    pattern = os.path.join(synth_records, "train", "*.tfrecord")
+    ds = make_dataset(pattern, mode="sequences", seq_len=4, batch_size=64, centre_motion=True, include_meta=True)
+    largest = 0.0
+    for x, _, meta in ds:
+        assert set(x) == {"clip", "centre_motion"} and x["clip"].shape[1:] == (4, SMALL, SMALL, 1)
+        motion, centres, cube = x["centre_motion"].numpy(), meta["center_xyz"].numpy(), meta["cube"].numpy()
+        np.testing.assert_array_equal(motion[:, 0], 0.0)  # a window's first frame has no past
+        np.testing.assert_allclose(motion[:, 1:], (centres[:, 1:] - centres[:, :-1]) / (cube[:, 1:] / 2), atol=1e-6)
+        largest = max(largest, np.abs(motion).max())
+    assert largest > 0.01  # the synthetic hand moves
+
+    ex = {"crop": x["clip"][0], "joints": tf.zeros([4, 14, 3]), "previous_centre": -x["centre_motion"][0],
+          **{k: v[0] for k, v in meta.items()}}
+    m = x["centre_motion"][0].numpy()
+
+    def augmented_motion(**kw):
+        return -augment_example(ex, tf.constant([1, 2], tf.int64), SMALL, **kw)["previous_centre"].numpy()
+    np.testing.assert_allclose(augmented_motion(choice=0), m, atol=1e-6)
+    # rot 180: the move in the image plane turns with the crop (up to the parallax of the centres'
+    # different depths), the depth move stays
+    turned = augmented_motion(choice=3)
+    np.testing.assert_allclose(turned[:, :2], -m[:, :2], atol=0.2 * np.abs(m).max() + 1e-3)
+    np.testing.assert_allclose(turned[:, 2], m[:, 2], atol=1e-6)
+    # a shift moves every frame's pixels alike: the move between frames stays
+    shifted = augmented_motion(paper=False, affine=RandomAffine(max_shift=3))
+    np.testing.assert_allclose(shifted, m, atol=2e-3)
+    with pytest.raises(ConfigError, match="centre_motion needs mode='sequences'"):
+        make_dataset(pattern, mode="frames", centre_motion=True)
 
 
 def test_seeded_pipeline_is_deterministic(synth_records):

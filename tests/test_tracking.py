@@ -28,8 +28,11 @@ def frames():
     return render(6)
 
 
-def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundle, frames):
-    """Tracker (streaming step, LSTM state carried) == the windowed CADSTN on the training crops."""
+@pytest.mark.parametrize("centre_motion", [False, True], ids=["crops", "crops+motion"])
+def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundles, frames, centre_motion):
+    """Tracker (streaming step, LSTM state carried) == the windowed CADSTN on the training crops
+    (and, for a temporal network that reads it, the centres' motion)."""
+    tiny_bundle = tiny_bundles[centre_motion]
     tracker = HandTracker(tiny_bundle)
     cam, cube = NYU_CAMERA, tiny_bundle.spec.cube
     crops, centres, outs = [], [], []
@@ -43,12 +46,18 @@ def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundle, fr
         np.testing.assert_array_equal(result.crop, crop)
         outs.append(result.joints_mm)
     clip = np.asarray(crops, np.float32)[None, ..., None]
+    if centre_motion:  # the move of the centre between frames, in the joints' units, zero at the start
+        moves = np.diff(np.asarray(centres), axis=0, prepend=np.asarray(centres)[:1]) / 150.0
+        clip = [clip, moves[None].astype(np.float32)]
+        assert np.abs(moves[1:]).max() > 0.005  # the hand moves: the motion input is exercised
     ref = tiny_bundle.model.predict_on_batch(clip)[0].reshape(4, 14, 3) * 150.0 + np.asarray(centres)[:, None]
     np.testing.assert_allclose(np.asarray(outs), ref, atol=1e-3)
 
 
-def test_backends_agree(tiny_bundle, frames, tmp_path):
+@pytest.mark.parametrize("centre_motion", [False, True], ids=["crops", "crops+motion"])
+def test_backends_agree(tiny_bundles, frames, tmp_path, centre_motion):
     """Step and centre refiner on each backend: the same joints from the localiser's centres."""
+    tiny_bundle = tiny_bundles[centre_motion]
     results = {}
     for backend in ("keras", "tflite", "onnx"):
         paths = export.export_for_tracker(tiny_bundle, backend, directory=str(tmp_path))  # exported and verified

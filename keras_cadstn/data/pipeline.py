@@ -136,7 +136,23 @@ def augment_example(ex: dict, seed, image_size: int, paper: bool = True, affine:
         shift = tf.linalg.matvec(rot, shift) + extra_shift
         matrix = rot @ matrix
     ex["joints"] = transform_joints(ex, matrix, shift, image_size)
+    if "previous_centre" in ex:
+        # the centre's move as the transformed crops show it: the previous centre mapped like a joint
+        # of this frame, minus the previous frame's own centre mapped by its crop's transform (zero
+        # but for a shift, which both frames share and which so cancels)
+        points = tf.stack([ex["previous_centre"], tf.zeros_like(ex["previous_centre"])], axis=-2)
+        moved = transform_joints({**ex, "joints": points}, matrix, shift, image_size)
+        own = moved[..., 1, :]
+        ex["previous_centre"] = moved[..., 0, :] - tf.concat([own[:1], own[:-1]], 0)
     return ex
+
+
+def add_previous_centre(ex: dict) -> dict:
+    """A window's previous crop centre in each frame's normalised coordinates, (T, 3):
+    (centre_t-1 - centre_t) / (cube / 2), zero at the window's first frame (the LSTM starts there
+    with no past). Augmentation maps it like a joint; the model reads its negative, the motion."""
+    centre, half = ex["center_xyz"], ex["cube"] / 2.0
+    return {**ex, "previous_centre": (tf.concat([centre[:1], centre[:-1]], 0) - centre) / half}
 
 
 def _windows(ds, seq_len: int, shift: int):
@@ -170,6 +186,9 @@ class InputConfig:
     cube, joints in mm, ids and occlusion for mapping predictions back to mm and splitting results.
     Without ``shuffle`` frames come in recorded order; with it, shards are interleaved.
 
+    ``centre_motion`` (sequences only): the model's input is ``{"clip": crops, "centre_motion":
+    (B, T, 3)}``, each frame's crop-centre motion since the window's previous frame, cube-normalised.
+
     ``num_shards`` / ``shard_index``: this input pipeline's share of every global batch (multi-worker
     training). Every pipeline reads the same stream; element ``i`` goes to pipeline ``i % num_shards``,
     after shuffling and after each element's augmentation seed is drawn, so ``num_shards`` pipelines
@@ -189,6 +208,7 @@ class InputConfig:
     repeat: bool = False
     cache: bool = False
     drop_remainder: bool = False
+    centre_motion: bool = False
     output_names: tuple | None = None
     include_meta: bool = False
     on_corrupt: str = "raise"  # or "skip": read what is intact of a damaged shard
@@ -204,6 +224,8 @@ class InputConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.on_corrupt not in ("raise", "skip"):
             raise ConfigError(f"on_corrupt must be 'raise' or 'skip', got {self.on_corrupt!r}")
+        if self.centre_motion and self.mode != "sequences":
+            raise ConfigError("centre_motion needs mode='sequences' (the motion between a window's frames)")
         if not 0 <= self.shard_index < self.num_shards:
             raise ConfigError(f"shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
 
@@ -228,7 +250,10 @@ def make_dataset(pattern: str, config: InputConfig | None = None, **changes):
         if cfg.on_corrupt == "skip":
             ds = ds.ignore_errors()
         ds = ds.map(lambda s: parse_frame(s, size, k, crop_dtype, path))
-        return _windows(ds, seq_len, cfg.window_shift or seq_len) if cfg.mode == "sequences" else ds
+        if cfg.mode != "sequences":
+            return ds
+        ds = _windows(ds, seq_len, cfg.window_shift or seq_len)
+        return ds.map(add_previous_centre) if cfg.centre_motion else ds
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     if cfg.shuffle:  # mix shards for training
@@ -256,9 +281,10 @@ def make_dataset(pattern: str, config: InputConfig | None = None, **changes):
     def to_model(ex):
         joints = tf.reshape(ex["joints"], tf.concat([tf.shape(ex["joints"])[:-2], [3 * k]], 0))
         target = {name: joints for name in cfg.output_names} if cfg.output_names else joints
+        inputs = {"clip": ex["crop"], "centre_motion": -ex["previous_centre"]} if cfg.centre_motion else ex["crop"]
         if cfg.include_meta:
-            return ex["crop"], target, {n: ex[n] for n in tfrecord.META_FIELDS}
-        return ex["crop"], target
+            return inputs, target, {n: ex[n] for n in tfrecord.META_FIELDS}
+        return inputs, target
 
     ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.map(to_model, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

@@ -6,10 +6,11 @@ from keras_cadstn.models.refiner import build_centre_refiner, build_hand_detecto
 from keras_cadstn.models.layers import FrozenSubmodel, GatedFusion, SliceVolume
 from keras_cadstn.models.spatial import (LOSS_WEIGHTS, build_spatial_network, fold_sliced_convolutions,
                                          spatial_inference_model)
-from keras_cadstn.models.temporal import build_temporal_network, build_temporal_stream, init_encoder_from_baseline
+from keras_cadstn.models.temporal import (build_temporal_network, build_temporal_stream, init_encoder_from_baseline,
+                                          uses_centre_motion)
 
 __all__ = ["CADSTNConfig", "build_baseline_network", "build_sliced3d_network", "build_spatial_network",
            "spatial_inference_model", "fold_sliced_convolutions", "build_temporal_network", "build_temporal_stream",
-           "init_encoder_from_baseline", "build_fusion_network", "build_gate_network", "build_cadstn",
+           "uses_centre_motion", "init_encoder_from_baseline", "build_fusion_network", "build_gate_network", "build_cadstn",
            "get_submodel", "RefinerConfig", "build_centre_refiner", "DetectorConfig", "build_hand_detector",
            "FrozenSubmodel", "GatedFusion", "SliceVolume", "LOSS_WEIGHTS"]

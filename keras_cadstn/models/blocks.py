@@ -30,6 +30,11 @@ def crop_input(config: CADSTNConfig, name: str = "crop", time: bool = False):
     return keras.Input(shape, name=name)
 
 
+def motion_input(config: CADSTNConfig, time: bool = True):
+    """The crop centre's frame-to-frame motion, cube-normalised: (T, 3), or (3,) for one step."""
+    return keras.Input(((config.seq_len,) if time else ()) + (3,), name="centre_motion")
+
+
 def frame_encoder(config: CADSTNConfig, name: str = "frame_encoder") -> keras.Model:
     """The Baseline trunk up to its first fc: conv stages -> fc(1024) -> ReLU -> dropout = phi_t."""
     inp = crop_input(config)
@@ -38,8 +43,9 @@ def frame_encoder(config: CADSTNConfig, name: str = "frame_encoder") -> keras.Mo
 
 
 def regression_network(config: CADSTNConfig, name: str, sliced: bool = False,
-                       activation: str | None = None) -> keras.Model:
-    """Baseline-shaped single-branch regressor: trunk -> fc -> drop -> fc -> drop -> fc(3K)."""
+                       activation: str | None = None, last_initializer: str = "glorot_uniform") -> keras.Model:
+    """Baseline-shaped single-branch regressor: trunk -> fc -> drop -> fc -> drop -> fc(3K);
+    ``last_initializer``: the kernel initializer of the last fc."""
     from keras_cadstn.models.layers import SliceVolume
 
     inp = crop_input(config)
@@ -47,5 +53,6 @@ def regression_network(config: CADSTNConfig, name: str, sliced: bool = False,
     x = conv_trunk(x, config, prefix="", sliced=sliced)
     x = dense_block(x, config, "fc1")
     x = dense_block(x, config, "fc2")
-    out = layers.Dense(config.num_outputs, activation=activation, name="joints")(x)
+    out = layers.Dense(config.num_outputs, activation=activation, kernel_initializer=last_initializer,
+                       name="joints")(x)
     return keras.Model(inp, out, name=name)

@@ -17,6 +17,11 @@ class CADSTNConfig:
     dropout: float = 0.3
     lstm_units: int = 1024
     lstm_dropout: float = 0.5
+    # ours (not in the paper): the temporal network also reads each frame's crop-centre motion,
+    # (centre_t - centre_t-1) / (cube / 2) in the joints' units. Every crop is normalised to its own
+    # centre, so without it the network cannot tell how far the crop moved between frames (an
+    # occluder drags the centre of mass away from the hand); README, accuracy benchmark
+    centre_motion: bool = False
 
     def __post_init__(self):
         total_pool = 1
@@ -40,6 +45,7 @@ class CADSTNConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "CADSTNConfig":
         d = dict(d)
+        d.setdefault("centre_motion", False)  # written before the option: no motion input
         for k in ("filters", "pools"):
             if k in d:
                 d[k] = tuple(d[k])

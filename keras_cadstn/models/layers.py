@@ -77,7 +77,9 @@ class FrozenSubmodel(keras.layers.Wrapper):
             spec = keras.KerasTensor((None,) + tuple(input_shape[2:]))
             out = self.layer.compute_output_spec(spec)
             return tuple(input_shape[:2]) + tuple(out.shape[1:])
-        return tuple(self.layer.compute_output_spec(keras.KerasTensor(input_shape)).shape)
+        several = isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple))
+        spec = [keras.KerasTensor(s) for s in input_shape] if several else keras.KerasTensor(input_shape)
+        return tuple(self.layer.compute_output_spec(spec).shape)
 
     def get_config(self):
         return {**super().get_config(), "per_frame": self.per_frame}

@@ -9,14 +9,16 @@ from keras_cadstn.models.layers import GatedFusion
 
 
 def build_streaming_cadstn(spatial: keras.Model, temporal_step: keras.Model, gate: keras.Model) -> keras.Model:
-    """[crop (B, M, M, 1), lstm_h (B, U), lstm_c (B, U)] -> [joints (B, 3K), lstm_h', lstm_c'].
+    """[crop (B, M, M, 1), lstm_h (B, U), lstm_c (B, U)] -> [joints (B, 3K), lstm_h', lstm_c'];
+    with a temporal network that reads the centre motion, a fourth input ``centre_motion`` (B, 3).
 
     The sub-models' layers are shared, not copied.
     """
-    crop, h, c = (keras.Input(tuple(t.shape[1:]), name=t.name) for t in temporal_step.inputs)
-    j_temp, h2, c2 = temporal_step([crop, h, c])
+    inputs = [keras.Input(tuple(t.shape[1:]), name=t.name.split(":")[0]) for t in temporal_step.inputs]
+    crop, h, c = inputs[:3]
+    j_temp, h2, c2 = temporal_step(inputs)
     joints = GatedFusion(name="joints")([gate(crop), j_temp, spatial(crop)])
     # Identity-named outputs so exported graphs (TFLite, ONNX) carry readable names.
     h2 = keras.layers.Identity(name="lstm_h_out")(h2)
     c2 = keras.layers.Identity(name="lstm_c_out")(c2)
-    return keras.Model([crop, h, c], [joints, h2, c2], name="cadstn_step")
+    return keras.Model(inputs, [joints, h2, c2], name="cadstn_step")
