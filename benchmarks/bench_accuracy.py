@@ -63,13 +63,14 @@ def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
 
 
 def run_folder(workdir: str, seed: int, temporal_init: str, fusion_data: str = "train", fusion_steps=None,
-               centre_motion: bool = False) -> str:
+               centre_motion: bool = False, gate_input: str | None = None) -> str:
     """One run folder per seed, temporal initialisation, temporal input, gate training data and
-    (when not the default) gate training steps."""
+    (when not the default) gate training steps and gate input."""
     return os.path.join(workdir, f"run_seed{seed}" + ("" if temporal_init == "baseline_frozen" else f"_{temporal_init}")
                         + ("_motion" if centre_motion else "")
                         + ("" if fusion_data == "train" else f"_fusion{fusion_data}")
-                        + ("" if fusion_steps is None else f"_gate{fusion_steps}steps"))
+                        + ("" if fusion_steps is None else f"_gate{fusion_steps}steps")
+                        + ("" if gate_input is None else f"_gate{gate_input}"))
 
 
 def variant_name(temporal_init: str, centre_motion: bool) -> str:
@@ -161,6 +162,9 @@ def main(argv=None):
                    help="records the gate trains on: the training split (the paper) or the validation split")
     p.add_argument("--fusion-steps", type=int, help="the gate's training steps (default: the demo's); the other "
                    "stages are shared with the default runs")
+    p.add_argument("--gate-input", choices=("crop", "predictions"),
+                   help="what the gate looks at (CADSTNConfig.gate_input; default: its default); another than the "
+                        "default trains only the gate, the other stages shared with the default runs")
     p.add_argument("--test-sequences", type=int, default=16,
                    help="test sequences of 80 frames (their seeds follow the training and validation ones, so more "
                         "test sequences leave the training data and trained runs as they are)")
@@ -182,6 +186,9 @@ def main(argv=None):
     rec_dir, _ = prepare_records(cfg)
     spec = dataset_spec_of(read_manifest(os.path.join(rec_dir, "train")))
     network = dict(cfg.network)
+    other_gate = args.gate_input if args.gate_input and args.gate_input != CADSTNConfig().gate_input else None
+    if other_gate:
+        network["gate_input"] = other_gate
     variants = {}
     first = (args.temporal_init[0], args.centre_motion[0] == "on")
     for init in args.temporal_init:
@@ -191,11 +198,11 @@ def main(argv=None):
             runs = []
             for seed in range(cfg.seeds):
                 t0 = time.time()
-                run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data, args.fusion_steps, motion)
+                run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data, args.fusion_steps, motion, other_gate)
                 share_stages(run_folder(cfg.workdir, seed, first[0], centre_motion=first[1]), run_dir)
                 if args.fusion_data != "train":  # the same networks, only the gate trained on other records
                     share_stages(run_folder(cfg.workdir, seed, init, centre_motion=motion), run_dir, ("temporal",))
-                if args.fusion_steps:  # the same networks as the default runs, only the gate trained longer
+                if args.fusion_steps or other_gate:  # the default runs' networks, only the gate trained otherwise
                     share_stages(run_folder(cfg.workdir, seed, init, args.fusion_data, centre_motion=motion), run_dir,
                                  ("baseline", "sliced3d", "spatial", "temporal"))
                 tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init=init)
@@ -233,7 +240,8 @@ def main(argv=None):
     n = cfg.seeds
     lines = [f"Accuracy benchmark: {n} seeds, {cfg.image_size}x{cfg.image_size}, steps "
              + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items() if k != "refine")  # not trained here
-             + f", temporal network {variant_name(*first)}, gate trained on {args.fusion_data}; test split {len(occ)} frames, "
+             + f", temporal network {variant_name(*first)}, gate on the {other_gate or CADSTNConfig().gate_input} trained on "
+             f"{args.fusion_data}; test split {len(occ)} frames, "
              f"{int((occ >= OCCLUDED).sum())} occluded (>= {OCCLUDED}); wall time {wall / 60:.1f} min", "",
              "Mean error (mm), mean ± sd over seeds:", "", "| method | all | clean | occluded |", "|---|---|---|---|"]
     for m in methods:
@@ -304,6 +312,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "accuracy.json"), "w") as f:
         json.dump({"config": {"seeds": n, "image_size": cfg.image_size, "steps": cfg.train.steps,
                               "temporal_init": args.temporal_init, "centre_motion": args.centre_motion,
+                              "gate_input": other_gate or CADSTNConfig().gate_input,
                               "fusion_data": args.fusion_data, "quick": args.quick},
                    "errors": table, "differences": diffs, "gate_w1": gate, "gate_w1_per_seed": gate_per_seed,
                    "gate_w1_occluded_minus_clean": gate_gap, "w_val": [r["w_val"] for r in runs],

@@ -267,7 +267,7 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
     """The ablation of one training run: every stage's predictions on the validation and test
     splits, the fixed fusion weight chosen on validation (never on test) applied to test, and the
     gate's temporal weight w1 per test frame (mean over coordinates)."""
-    from keras_cadstn.models import get_submodel, spatial_inference_model
+    from keras_cadstn.models import gate_weights_model, spatial_inference_model
     models = {"Baseline": trained["baseline"], "Sliced 3D": trained["sliced3d"],
               "Spatial": spatial_inference_model(trained["spatial"]), "Temporal": trained["temporal"],
               "CADSTN": trained["fusion"]}
@@ -280,11 +280,10 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
     gt = ground_truth(meta)
     pred = predictions_mm(models, crops, meta, seq_len)
     pred["Fixed w (val)"] = w_val * pred["Temporal"] + (1 - w_val) * pred["Spatial"]
-    gate = get_submodel(trained["fusion"], "gate_network")
     out["test"] = {"gt": gt, "pred": pred, "meta": meta,
                    "errors": {k: mean_error(gt, v) for k, v in pred.items()},
                    "frame_errors": {k: np.linalg.norm(gt - v, axis=-1).mean(axis=1) for k, v in pred.items()},
-                   "gate_w1": predict_batched(gate, crops, 128).mean(axis=1),
+                   "gate_w1": predict_frames_or_clips(gate_weights_model(trained["fusion"]), crops, meta, seq_len).mean(axis=1),
                    "sweep": fixed_weight_sweep(gt, pred["Temporal"], pred["Spatial"])}
     out["val_sweep"], out["w_val"] = sweep_val, w_val
     return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_cadstn.models import (CADSTNConfig, build_baseline_network, build_fusion_network,
-                                 build_temporal_network)
+                                 build_temporal_network, gate_weights_model)
 
 from conftest import SMALL
 
@@ -86,17 +86,19 @@ def _fixed_model(inputs, kernel_pixel, bias, name):
     return model
 
 
-def test_gate_learns_a_weight_that_depends_on_its_input(rng):
+@pytest.mark.parametrize("gate_input", ["crop", "predictions"])
+def test_gate_learns_a_weight_that_depends_on_its_input(rng, gate_input):
     """The spatial prediction is corrupted (off by 1) on inputs whose top-left block is bright and
     exact elsewhere; the temporal one is always off by 0.5. The right weight on the temporal
-    prediction is 1 on corrupted inputs and 0 on clean ones: the gate must see the difference."""
+    prediction is 1 on corrupted inputs and 0 on clean ones: the gate must see the difference, in
+    the crop or (the prediction gate) in how the two predictions disagree."""
     keras.utils.set_random_seed(0)
     crop = keras.Input(TOY.crop_shape)
     spatial = _fixed_model(crop, 0.5, 0.5, "spatial")  # flag +1 -> 1.0 (wrong), -1 -> 0.0 (right)
     clip = keras.Input((4,) + TOY.crop_shape)
     per_frame = _fixed_model(keras.Input(TOY.crop_shape), 0.0, 0.5, "temporal_frame")
     temporal = keras.Model(clip, keras.layers.TimeDistributed(per_frame)(clip), name="temporal")
-    trainable = build_fusion_network(spatial, temporal, TOY)
+    trainable = build_fusion_network(spatial, temporal, TOY.replace(gate_input=gate_input))
 
     def data(n):
         x = rng.uniform(-1, 1, (n, 4, SMALL, SMALL, 1)).astype("float32")
@@ -109,9 +111,8 @@ def test_gate_learns_a_weight_that_depends_on_its_input(rng):
     # to tell the inputs apart (w1 ~ 1 everywhere: a constant gate); 3e-4 separates them
     trainable.compile(optimizer=keras.optimizers.Adam(3e-4), loss="mse")
     trainable.fit(x, y, batch_size=32, epochs=28, verbose=0)
-    gate = trainable.get_layer("gate")
     xt, _, flag = data(64)
-    w1 = keras.ops.convert_to_numpy(gate(xt)).mean(axis=-1)
+    w1 = gate_weights_model(trainable).predict(xt, verbose=0).mean(axis=-1)
     assert w1[flag > 0].mean() > 0.8 and w1[flag < 0].mean() < 0.2, (w1[flag > 0].mean(), w1[flag < 0].mean())
 
 

@@ -9,7 +9,7 @@ import pytest
 import keras_cadstn
 from keras_cadstn.models import (CADSTNConfig, build_baseline_network, build_cadstn, build_fusion_network,
                                  build_sliced3d_network, build_spatial_network, build_temporal_network,
-                                 build_temporal_stream, get_submodel, init_encoder_from_baseline,
+                                 build_temporal_stream, gate_weights_model, get_submodel, init_encoder_from_baseline,
                                  spatial_inference_model)
 
 SMALL = CADSTNConfig(image_size=32, seq_len=4, fc_units=16, lstm_units=8)
@@ -82,12 +82,16 @@ def test_aux_paths_share_weights_with_main_path(rng):
     np.testing.assert_allclose(inf.predict(x, verbose=0), after["joints"], rtol=1e-6)
 
 
-def test_fusion_weights_are_a_convex_combination(rng):
-    m = build_cadstn(config=SMALL)
-    with_w = keras.Model(m.inputs, [m.output, m.get_layer("gate").output])
+@pytest.mark.parametrize("gate_input", ["crop", "predictions"])
+def test_fusion_weights_are_a_convex_combination(rng, gate_input):
+    m = build_cadstn(config=SMALL.replace(gate_input=gate_input, centre_motion=False))
+    last = get_submodel(m, "gate_network").get_layer("joints")
+    np.testing.assert_array_equal(last.get_weights()[0], 0.0)  # an untrained gate is w1 = 0.5 everywhere
+    last.set_weights([rng.normal(0, 1, w.shape).astype("float32") for w in last.get_weights()])
+    with_w = keras.Model(m.inputs, [m.output, gate_weights_model(m).output])
     x = rng.uniform(-1, 1, (2, 4, 32, 32, 1)).astype("float32")
     j_out, w1 = [np.asarray(a) for a in with_w(x)]
-    assert ((w1 > 0) & (w1 < 1)).all()
+    assert ((w1 > 0) & (w1 < 1)).all() and w1.std() > 0.01
     w2 = 1.0 - w1
     assert (w1 + w2 == 1.0).all()
     j_spa = spatial_inference_model(get_submodel(m, "spatial_network")).predict(x.reshape(-1, 32, 32, 1), verbose=0)
@@ -142,12 +146,14 @@ MOTION = {False: SMALL.replace(centre_motion=False), True: SMALL.replace(centre_
 
 
 @pytest.mark.parametrize("builder,centre_motion", [(b, False) for b in ("baseline", "sliced3d", "spatial")]
-                         + [(b, m) for b in ("temporal", "cadstn", "stream") for m in (False, True)])
+                         + [(b, m) for b in ("temporal", "cadstn", "cadstn, prediction gate", "stream")
+                            for m in (False, True)])
 def test_keras_save_load_round_trip(builder, centre_motion, tmp_path, rng):
     cfg = MOTION[centre_motion]
     models = {"baseline": lambda: build_baseline_network(cfg), "sliced3d": lambda: build_sliced3d_network(cfg),
               "spatial": lambda: build_spatial_network(cfg), "temporal": lambda: build_temporal_network(cfg),
               "cadstn": lambda: build_cadstn(config=cfg),
+              "cadstn, prediction gate": lambda: build_cadstn(config=cfg.replace(gate_input="predictions")),
               "stream": lambda: build_temporal_stream(build_temporal_network(cfg))}
     m = models[builder]()
     x = [rng.uniform(-1, 1, (2,) + tuple(i.shape[1:])).astype("float32") for i in m.inputs]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 
+GATE_INPUTS = ("crop", "predictions")
+
+
 @dataclasses.dataclass(frozen=True)
 class CADSTNConfig:
     num_joints: int = 14  # NYU 14, ICVL 16
@@ -22,8 +25,14 @@ class CADSTNConfig:
     # centre, so without it the network cannot tell how far the crop moved between frames (an
     # occluder drags the centre of mass away from the hand); README, accuracy benchmark
     centre_motion: bool = False
+    # what the fusion gate looks at: "crop" (the paper: a Baseline-shaped CNN on the depth crop) or,
+    # ours, "predictions": a small MLP on the two networks' joints and the centre motion; README,
+    # accuracy benchmark
+    gate_input: str = "crop"
 
     def __post_init__(self):
+        if self.gate_input not in GATE_INPUTS:
+            raise ValueError(f"gate_input must be one of {GATE_INPUTS}, got {self.gate_input!r}")
         total_pool = 1
         for p in self.pools:
             total_pool *= p
@@ -45,7 +54,8 @@ class CADSTNConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "CADSTNConfig":
         d = dict(d)
-        d.setdefault("centre_motion", False)  # written before the option: no motion input
+        d.setdefault("centre_motion", False)  # written before the options: no motion input,
+        d.setdefault("gate_input", "crop")  # the paper's gate
         for k in ("filters", "pools"):
             if k in d:
                 d[k] = tuple(d[k])

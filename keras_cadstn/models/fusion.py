@@ -22,6 +22,38 @@ def build_gate_network(config: CADSTNConfig) -> keras.Model:
     return regression_network(config, "gate_network", activation="sigmoid", last_initializer="zeros")
 
 
+GATE_HIDDEN = 64  # ours: units of the prediction gate's hidden layer
+
+
+def build_prediction_gate(config: CADSTNConfig, centre_motion: bool = False, name: str = "gate_network") -> keras.Model:
+    """Ours: [J_spa (B, T, 3K), J_temp (B, T, 3K)] (+ centre_motion (B, T, 3)) -> w1 (B, T, 3K),
+    for any T (the streaming step runs it on T = 1).
+
+    An MLP per frame on the two predictions, their difference (x10: the networks disagree by a few
+    hundredths of the half cube) and the centre motion (x10, as the temporal network scales it):
+    ~0.02 M weights instead of the crop gate's millions, for a gate trained on the few validation
+    sequences the two networks have not fitted. Its last fc starts at zero, as the crop gate's.
+    """
+    from keras_cadstn.models.temporal import MOTION_SCALE
+    shape = (None, config.num_outputs)  # any number of frames: a clip, or one streaming step
+    j_spa, j_temp = keras.Input(shape, name="spatial_joints"), keras.Input(shape, name="temporal_joints")
+    inputs = [j_spa, j_temp]
+    disagreement = layers.Rescaling(10.0, name="disagreement_scale")(layers.Subtract(name="disagreement")([j_temp, j_spa]))
+    features = [j_spa, j_temp, disagreement]
+    if centre_motion:
+        motion = keras.Input((None, 3), name="centre_motion")
+        inputs.append(motion)
+        features.append(layers.Rescaling(MOTION_SCALE, name="motion_scale")(motion))
+    x = layers.Dense(GATE_HIDDEN, activation="relu", name="gate_hidden")(layers.Concatenate(name="gate_features")(features))
+    w1 = layers.Dense(config.num_outputs, activation="sigmoid", kernel_initializer="zeros", name="joints")(x)
+    return keras.Model(inputs, w1, name=name)
+
+
+def reads_predictions(gate: keras.Model) -> bool:
+    """Whether a gate is the prediction gate (inputs: the two networks' joints) or the crop gate."""
+    return gate.inputs[0].name.split(":")[0] == "spatial_joints"
+
+
 def build_fusion_network(spatial: keras.Model, temporal: keras.Model,
                          config: CADSTNConfig = CADSTNConfig(), with_weights: bool = False) -> keras.Model:
     """Clips (B, T, M, M, 1) -> J_out (B, T, 3K) = w1 * J_temp + (1 - w1) * J_spa.
@@ -38,7 +70,12 @@ def build_fusion_network(spatial: keras.Model, temporal: keras.Model,
         spatial = spatial_inference_model(spatial)
     j_spa = FrozenSubmodel(spatial, per_frame=True, name="frozen_spatial")(clips)
     j_temp = FrozenSubmodel(temporal, name="frozen_temporal")(inputs)
-    w1 = layers.TimeDistributed(build_gate_network(config), name="gate")(clips)
+    if config.gate_input == "predictions":
+        motion = [inputs[1]] if uses_centre_motion(temporal) else []
+        gate = build_prediction_gate(config, centre_motion=bool(motion), name="gate")
+        w1 = gate([j_spa, j_temp] + motion)
+    else:
+        w1 = layers.TimeDistributed(build_gate_network(config), name="gate")(clips)
     j_out = GatedFusion(name="joints")([w1, j_temp, j_spa])
     return keras.Model(inputs, [j_out, w1] if with_weights else j_out, name="cadstn")
 
@@ -56,9 +93,15 @@ def build_cadstn(num_joints: int = 14, image_size: int = 128, num_slices: int = 
     return build_fusion_network(build_spatial_network(config), build_temporal_network(config), config)
 
 
+def gate_weights_model(cadstn: keras.Model) -> keras.Model:
+    """The CADSTN's inputs -> the gate's w1 (B, T, 3K) (the same layers), whatever the gate reads."""
+    return keras.Model(cadstn.inputs, cadstn.get_layer("joints").input[0], name="cadstn_gate_weights")
+
+
 def get_submodel(cadstn: keras.Model, name: str) -> keras.Model:
     """'spatial_network', 'temporal_network' or 'gate_network' of a CADSTN model (not a copy)."""
     where = {"spatial_network": "frozen_spatial", "temporal_network": "frozen_temporal", "gate_network": "gate"}
     if name not in where:
         raise ValueError(f"unknown sub-model {name!r}; expected one of {sorted(where)}")
-    return cadstn.get_layer(where[name]).layer
+    layer = cadstn.get_layer(where[name])
+    return layer if name == "gate_network" and isinstance(layer, keras.Model) else layer.layer  # prediction gate: itself

@@ -14,10 +14,20 @@ def build_streaming_cadstn(spatial: keras.Model, temporal_step: keras.Model, gat
 
     The sub-models' layers are shared, not copied.
     """
+    from keras_cadstn.models.fusion import reads_predictions
     inputs = [keras.Input(tuple(t.shape[1:]), name=t.name.split(":")[0]) for t in temporal_step.inputs]
     crop, h, c = inputs[:3]
     j_temp, h2, c2 = temporal_step(inputs)
-    joints = GatedFusion(name="joints")([gate(crop), j_temp, spatial(crop)])
+    j_spa = spatial(crop)
+    if reads_predictions(gate):  # a gate over clips of any length, here one frame
+        def one_frame(x, name):
+            return keras.layers.Reshape((1, x.shape[-1]), name=name)(x)
+        w1 = gate([one_frame(j_spa, "spatial_frame"), one_frame(j_temp, "temporal_frame")]
+                  + [one_frame(m, "motion_frame") for m in inputs[3:]])
+        w1 = keras.layers.Reshape((w1.shape[-1],), name="gate_frame")(w1)
+    else:
+        w1 = gate(crop)
+    joints = GatedFusion(name="joints")([w1, j_temp, j_spa])
     # Identity-named outputs so exported graphs (TFLite, ONNX) carry readable names.
     h2 = keras.layers.Identity(name="lstm_h_out")(h2)
     c2 = keras.layers.Identity(name="lstm_c_out")(c2)
