@@ -81,7 +81,7 @@ def cmd_train(args):
                        augment=not args.no_augment, shuffle=not args.no_shuffle, temporal_init=args.temporal_init,
                        deterministic=args.deterministic)
     mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
-                        seq_len=args.seq_len)
+                        seq_len=args.seq_len, centre_motion=args.centre_motion, gate_input=args.gate_input)
     has_val = os.path.isdir(os.path.join(args.records, "val"))
     gate_data = args.fusion_data or ("val" if has_val else "train")
     if gate_data == "val" and not has_val:
@@ -198,6 +198,7 @@ def _convert(c):
 
 def _train(t):
     from keras_cadstn.train import STAGES, STRATEGIES, TEMPORAL_INITS, TrainConfig
+    from keras_cadstn.models.config import GATE_INPUTS, CADSTNConfig
     d = _defaults(TrainConfig)
     t.add_argument("--records", required=True, help="folder written by `cadstn convert` (holds train/, "
                                                      "optionally val/); crop size and joints come from its manifest")
@@ -219,6 +220,13 @@ def _train(t):
     t.add_argument("--fusion-data", choices=("train", "val"),
                    help="records the gate trains on: val (default when the records have a val/ split; measured "
                         "better) or train (the paper)")
+    n = CADSTNConfig()
+    t.add_argument("--centre-motion", action=argparse.BooleanOptionalAction, default=n.centre_motion,
+                   help="the temporal network also reads the crop centre's motion (ours; "
+                        "--no-centre-motion: the paper's network)")
+    t.add_argument("--gate-input", choices=GATE_INPUTS, default=n.gate_input,
+                   help="what the fusion gate looks at: crop (the paper) or predictions (ours: the two networks' "
+                        "joints and the centre motion)")
     t.add_argument("--deterministic", action="store_true")
     t.add_argument("--seed", type=int, default=d["seed"])
 

@@ -187,3 +187,28 @@ def test_one_seed_reproduces_with_deterministic_ops(synth_records, tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["same_seed"] == 0.0  # bit-identical weights
     assert result["other_seed"] > 1e-4  # and the seed matters
+
+
+@pytest.mark.parametrize("flags,motion,gate", [(["--no-centre-motion", "--gate-input", "crop"], False, "crop"),
+                                              (["--centre-motion", "--gate-input", "predictions"], True, "predictions")],
+                         ids=["paper", "ours"])
+def test_cli_trains_the_network_options_it_is_given(synth_records, tmp_path, flags, motion, gate):
+    """`cadstn train` with the temporal network's input and the gate's input chosen by flag: the
+    saved stages read what they were asked to (and the evaluation feeds them)."""
+    from keras_cadstn import cli
+    from keras_cadstn.evaluate import evaluate_stages
+    from keras_cadstn.models import get_submodel, uses_centre_motion
+    from keras_cadstn.models.fusion import reads_predictions
+    from keras_cadstn.train import load_stage
+    import shutil
+    records, run = tmp_path / "records", tmp_path / "run"
+    for split, source in (("train", "train"), ("test", "test"), ("val", "test")):  # a stand-in validation split
+        shutil.copytree(os.path.join(synth_records, source), records / split)
+    assert cli.main(["train", "--records", str(records), "--run-dir", str(run), "--steps", "2", "--batch-size", "8",
+                     "--seq-len", "4", "--checkpoint-every", "2"] + flags) == 0
+    trained = {stage: load_stage(str(run), stage) for stage in STAGES}
+    assert uses_centre_motion(trained["temporal"]) == motion == uses_centre_motion(trained["fusion"])
+    assert reads_predictions(get_submodel(trained["fusion"], "gate_network")) == (gate == "predictions")
+    result = evaluate_stages(trained, str(records), 4)["test"]
+    assert set(result["errors"]) >= {"Temporal", "CADSTN"} and np.isfinite(list(result["errors"].values())).all()
+    assert result["gate_w1"].shape == (len(result["gt"]),)
