@@ -116,6 +116,28 @@ def test_gate_learns_a_weight_that_depends_on_its_input(rng, gate_input):
     assert w1[flag > 0].mean() > 0.8 and w1[flag < 0].mean() < 0.2, (w1[flag > 0].mean(), w1[flag < 0].mean())
 
 
+@pytest.mark.parametrize("gate_input", ["crop", "predictions"])
+def test_gate_starts_at_the_best_constant_weight_of_its_data(rng, gate_input):
+    """Targets are 0.3 J_temporal + 0.7 J_spatial on the first coordinates and 0.9 / 0.1 on the
+    rest: the least-squares constant per coordinate, which the gate starts from before training."""
+    import tensorflow as tf
+    from keras_cadstn.train import start_gate_at_best_constant
+    crop = keras.Input(TOY.crop_shape)
+    spatial = _fixed_model(crop, 0.5, 0.5, "spatial")
+    clip = keras.Input((4,) + TOY.crop_shape)
+    per_frame = _fixed_model(keras.Input(TOY.crop_shape), -1.0, 0.0, "temporal_frame")
+    temporal = keras.Model(clip, keras.layers.TimeDistributed(per_frame)(clip), name="temporal")
+    fusion = build_fusion_network(spatial, temporal, TOY.replace(gate_input=gate_input))
+    x = rng.uniform(-1, 1, (24, 4, SMALL, SMALL, 1)).astype("float32")
+    s, t = 0.5 * x[..., 0, 0, 0] + 0.5, -x[..., 0, 0, 0]  # what the two fixed models predict
+    w = np.array([0.3] * 3 + [0.9] * 3, np.float32)
+    y = w * t[..., None] + (1 - w) * s[..., None]
+    got = start_gate_at_best_constant(fusion, tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+    np.testing.assert_allclose(got, w, atol=1e-5)
+    np.testing.assert_allclose(gate_weights_model(fusion).predict(x, verbose=0), np.broadcast_to(w, y.shape), atol=1e-5)
+    np.testing.assert_allclose(fusion.predict(x, verbose=0), y, atol=1e-5)
+
+
 def test_occlusion_labels_survive_import_tfrecord_and_dataset(tmp_path):
     from keras_cadstn.data import make_dataset
     from keras_cadstn.data.nyu import OCCLUSION_FILE, load_nyu

@@ -14,10 +14,11 @@ from keras_cadstn.models.temporal import build_temporal_network, uses_centre_mot
 def build_gate_network(config: CADSTNConfig) -> keras.Model:
     """Baseline-shaped network on the depth crop ending in a sigmoid: w1 in (0, 1)^{3K}.
 
-    Ours: its last fc starts at zero, so the untrained gate is the fixed weight w1 = 0.5 for every
-    input and training moves it only where the data asks. A randomly initialised last fc starts
-    from a different weight per coordinate and per crop, noise that the short fusion stage does
-    not remove (README, accuracy benchmark: 0.2 mm worse than the best fixed weight).
+    Ours: its last fc's kernel starts at zero, so the untrained gate is one fixed weight for every
+    input (0.5 here; the fusion stage sets its bias to the best constant on the gate's training
+    data, ``train.start_gate_at_best_constant``) and training moves it only where the inputs ask.
+    A randomly initialised last fc starts from a different weight per coordinate and per crop,
+    noise that the short fusion stage does not remove.
     """
     return regression_network(config, "gate_network", activation="sigmoid", last_initializer="zeros")
 
