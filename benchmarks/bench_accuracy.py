@@ -281,14 +281,19 @@ def main(argv=None):
             return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
         lines += ["", f"Temporal network variants (same Baseline/Spatial runs; differences paired by seed; "
                   f"\"vs first\": against {first_name}):", "",
-                  "| temporal network | Temporal all | Temporal occluded | Temporal - Baseline (occluded) | CADSTN all | "
+                  "| temporal network | validation: Temporal all | (occluded) | validation: Temporal vs first (all) | "
+                  "(occluded) | Temporal all | Temporal occluded | Temporal - Baseline (occluded) | CADSTN all | "
                   "CADSTN - Fixed w (val) | gate w1 occluded - clean | Temporal vs first (all) | (occluded) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, vruns in variants.items():
             errs = [subset_errors(r) for r in vruns]
             vmasks = subset_masks(vruns[0]["test"]["meta"]["occlusion"])
             w1 = {s_: [float(r["test"]["gate_w1"][vmasks[s_]].mean()) for r in vruns] for s_ in ("clean", "occluded")}
             row = {s_: spread([e[s_]["Temporal"] for e in errs]) for s_ in ("all", "occluded")}
+            row["val"] = {s_: spread([r["val_errors"]["Temporal"][s_] for r in vruns]) for s_ in ("all", "occluded")}
+            row["val_diff"] = {s_: paired_difference([r["val_errors"]["Temporal"][s_] for r in vruns],
+                                                     [r["val_errors"]["Temporal"][s_] for r in variants[first_name]])
+                               for s_ in ("all", "occluded")}
             row["cadstn"] = spread([e["all"]["CADSTN"] for e in errs])
             row["temporal_minus_baseline_occluded"] = paired_difference([e["occluded"]["Temporal"] for e in errs],
                                                                         [e["occluded"]["Baseline"] for e in errs])
@@ -299,7 +304,10 @@ def main(argv=None):
                            for s_ in ("all", "occluded")}
             comparison[name] = row
             g = row["gate_occluded_minus_clean"]
-            lines.append(f"| {name} | {row['all']['mean']:.2f} ± {row['all']['sd']:.2f} | {row['occluded']['mean']:.2f} ± "
+            lines.append(f"| {name} | " + " | ".join(f"{row['val'][s_]['mean']:.2f} ± {row['val'][s_]['sd']:.2f}"
+                                                     for s_ in ("all", "occluded"))
+                         + " | " + " | ".join(interval(row["val_diff"][s_]) for s_ in ("all", "occluded"))
+                         + f" | {row['all']['mean']:.2f} ± {row['all']['sd']:.2f} | {row['occluded']['mean']:.2f} ± "
                          f"{row['occluded']['sd']:.2f} | {interval(row['temporal_minus_baseline_occluded'])} | "
                          f"{row['cadstn']['mean']:.2f} ± {row['cadstn']['sd']:.2f} | {interval(row['cadstn_minus_fixed'])} | "
                          f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] | "

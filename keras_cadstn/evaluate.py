@@ -273,7 +273,7 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
               "CADSTN": trained["fusion"]}
     out = {}
     val = os.path.join(records_dir, "val", "*.tfrecord")
-    gt_v, pred_v, _ = predict_split({k: models[k] for k in ("Spatial", "Temporal")}, val, seq_len)
+    gt_v, pred_v, meta_v = predict_split({k: models[k] for k in ("Baseline", "Spatial", "Temporal")}, val, seq_len)
     sweep_val = fixed_weight_sweep(gt_v, pred_v["Temporal"], pred_v["Spatial"])
     w_val = min(sweep_val, key=sweep_val.get)
     crops, meta = read_test_split(os.path.join(records_dir, "test", "*.tfrecord"))
@@ -286,6 +286,12 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
                    "gate_w1": predict_frames_or_clips(gate_weights_model(trained["fusion"]), crops, meta, seq_len).mean(axis=1),
                    "sweep": fixed_weight_sweep(gt, pred["Temporal"], pred["Spatial"])}
     out["val_sweep"], out["w_val"] = sweep_val, w_val
+    # the validation split's errors of the networks it did not train (choices between network
+    # variants are made here, never on test): all frames and those with occlusion >= 0.1
+    errors_v = {k: np.linalg.norm(gt_v - v, axis=-1).mean(axis=1) for k, v in pred_v.items()}
+    occluded_v = meta_v["occlusion"] >= 0.1
+    out["val_errors"] = {k: {"all": float(e.mean()), "occluded": float(e[occluded_v].mean()) if occluded_v.any()
+                             else float("nan")} for k, e in errors_v.items()}
     return out
 
 
