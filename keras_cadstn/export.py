@@ -164,7 +164,7 @@ def export_saved_model(bundle, out_dir: str, name: str = "cadstn", version: int 
     frames = loaded.signatures["predict_frames"](crops=tf.constant(samples.crops),
                                                  center_xyz=tf.constant(samples.center_xyz.reshape(-1, 3)),
                                                  cube=tf.constant(samples.cube.reshape(-1, 3)))
-    ref_seq = model.predict_on_batch([samples.clips, samples.motion] if reads_motion else samples.clips)
+    ref_seq = model.predict_on_batch(samples.clip_inputs(model))
     ref_frames = spatial.predict_on_batch(samples.crops)
     errs = [_errors_mm(ref_seq, seq["joints_normalized"].numpy(), samples.cube),
             _errors_mm(ref_frames, frames["joints_normalized"].numpy(), samples.cube)]

@@ -165,6 +165,12 @@ class Samples:
     def crops(self) -> np.ndarray:
         return self.clips.reshape((-1,) + self.clips.shape[2:])
 
+    def clip_inputs(self, model):
+        """What a clip model (the CADSTN, the temporal network) reads of these samples: the clips,
+        and the centre motion where it has that input."""
+        from keras_cadstn.models import uses_centre_motion
+        return [self.clips, self.motion] if uses_centre_motion(model) else self.clips
+
     @property
     def motion(self) -> np.ndarray:
         """(B, T, 3) the crop centre's motion within each clip (``preprocessing.centre_motion``)."""

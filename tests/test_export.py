@@ -25,8 +25,8 @@ def test_bundle_round_trip_carries_the_preprocessing(tiny_bundle, samples):
     assert meta["dataset"]["cube"] == [300.0, 300.0, 300.0] and meta["image_size"] == 32 and meta["seq_len"] == 4
     assert len(meta["dataset"]["joint_names"]) == 14
     again = load_bundle(tiny_bundle.path)
-    np.testing.assert_allclose(again.model.predict_on_batch(samples.clips),
-                               tiny_bundle.model.predict_on_batch(samples.clips), atol=1e-6)
+    np.testing.assert_allclose(again.model.predict_on_batch(samples.clip_inputs(again.model)),
+                               tiny_bundle.model.predict_on_batch(samples.clip_inputs(tiny_bundle.model)), atol=1e-6)
     other = Camera(300.0, 296.0, 165.0, 118.0, 320, 240, depth_unit_mm=1000.0)
     assert load_bundle(tiny_bundle.path, camera=other).camera == other
     assert tiny_bundle.camera.fx == 588.03  # with_camera returns a new bundle
@@ -108,7 +108,7 @@ def test_saved_model_serving_layout_signatures_and_predict_request(tiny_bundle, 
     assert parsed.model_spec.signature_name == "predict_sequence"
     feeds = {k: tf.constant(tf.make_ndarray(v)) for k, v in parsed.inputs.items()}
     out = loaded.signatures[parsed.model_spec.signature_name](**feeds)
-    ref = tiny_bundle.model.predict_on_batch(samples.clips)
+    ref = tiny_bundle.model.predict_on_batch(samples.clip_inputs(tiny_bundle.model))
     assert out["joints_mm"].shape == (2, 4, 14, 3)
     np.testing.assert_allclose(out["joints_mm"].numpy(), joints_to_mm(ref, samples.center_xyz, samples.cube), atol=1e-2)
     # joints_mm by hand for one joint: normalised * cube / 2 + centre
