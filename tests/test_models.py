@@ -38,20 +38,34 @@ LSTM = 4 * (1024 * 1024 + 1024 * 1024 + 1024)
 TEMPORAL = DEPTH_TRUNK + dense(FLAT, 1024) + LSTM + dense(2048, K3)
 GATE = BASELINE  # the same shape, sigmoid output
 CADSTN = SPATIAL_INFERENCE + TEMPORAL + GATE  # the fused model runs the spatial main path only
+# ours: the centre motion (3 numbers) joins phi at the LSTM's input and at the last fc; the prediction
+# gate reads J_spa, J_temp, their difference and the motion through fc(64) -> fc(3K)
+TEMPORAL_MOTION = DEPTH_TRUNK + dense(FLAT, 1024) + 4 * (1027 * 1024 + 1024 * 1024 + 1024) + dense(2051, K3)
+PREDICTION_GATE = dense(3 * K3 + 3, 64) + dense(64, K3)  # 11,050
+PAPER = CADSTNConfig(centre_motion=False, gate_input="crop")
+OURS = CADSTNConfig(centre_motion=True, gate_input="predictions")
 
 
 def test_parameter_counts_of_the_paper_configuration():
     assert BASELINE == 9_574_954 and SPATIAL == 19_216_702
-    assert build_baseline_network().count_params() == BASELINE
-    assert build_sliced3d_network().count_params() == SLICED3D
-    spatial = build_spatial_network()
+    assert build_baseline_network(PAPER).count_params() == BASELINE
+    assert build_sliced3d_network(PAPER).count_params() == SLICED3D
+    spatial = build_spatial_network(PAPER)
     assert spatial.count_params() == SPATIAL
     assert spatial_inference_model(spatial).count_params() == SPATIAL_INFERENCE
-    assert build_temporal_network().count_params() == TEMPORAL
-    model = build_cadstn()
+    assert build_temporal_network(PAPER).count_params() == TEMPORAL
+    model = build_cadstn(config=PAPER)
     assert model.count_params() == CADSTN
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == GATE  # only the gate trains in the fusion stage
+
+
+def test_parameter_counts_with_our_options_at_the_paper_size():
+    assert PREDICTION_GATE == 11_050
+    assert build_temporal_network(OURS).count_params() == TEMPORAL_MOTION
+    model = build_cadstn(config=OURS)
+    assert model.count_params() == SPATIAL_INFERENCE + TEMPORAL_MOTION + PREDICTION_GATE
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == PREDICTION_GATE
 
 
 @pytest.mark.parametrize("k", [14, 16])
@@ -60,8 +74,9 @@ def test_output_shapes_paper_configuration(k):
     assert build_spatial_network(cfg).output["joints"].shape == (None, 3 * k)
     assert build_temporal_network(cfg).output.shape == (None, 16, 3 * k)
     model = build_cadstn(num_joints=k)
-    assert model.input.shape == (None, 16, 128, 128, 1) and model.output.shape == (None, 16, 3 * k)
-    out = model.predict(np.ones((1, 16, 128, 128, 1), np.float32), verbose=0)
+    assert model.inputs[0].shape == (None, 16, 128, 128, 1) and model.output.shape == (None, 16, 3 * k)
+    x = [np.ones((1,) + tuple(i.shape[1:]), np.float32) for i in model.inputs]
+    out = model.predict(x if len(x) > 1 else x[0], verbose=0)
     assert out.shape == (1, 16, 3 * k) and np.isfinite(out).all()
 
 
