@@ -74,10 +74,16 @@ def tiny_bundle(tmp_path_factory):
     return make_tiny_bundle(tmp_path_factory.mktemp("bundle"))
 
 
+NETWORK_OPTIONS = {"paper": dict(centre_motion=False, gate_input="crop"),
+                   "ours": dict(centre_motion=True, gate_input="predictions")}
+
+
 @pytest.fixture(scope="session")
 def tiny_bundles(tiny_bundle, tmp_path_factory):
-    """{centre_motion: bundle}: the temporal network with and without the centre-motion input (one
-    of them is ``tiny_bundle``), for the paths that differ."""
-    default = tiny_bundle.config.centre_motion
-    return {default: tiny_bundle,
-            not default: make_tiny_bundle(tmp_path_factory.mktemp("bundle"), centre_motion=not default)}
+    """{"paper": bundle, "ours": bundle}: the paper's temporal network and gate, and ours (centre
+    motion, prediction gate), for the paths that differ (``tiny_bundle`` where it is one of them)."""
+    out = {}
+    for name, options in NETWORK_OPTIONS.items():
+        same = all(getattr(tiny_bundle.config, k) == v for k, v in options.items())
+        out[name] = tiny_bundle if same else make_tiny_bundle(tmp_path_factory.mktemp("bundle"), **options)
+    return out

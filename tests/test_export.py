@@ -45,12 +45,14 @@ def test_bundle_errors_name_the_file(tiny_bundle, tmp_path):
         load_bundle(str(bad))
 
 
-def test_bundle_refuses_a_model_that_does_not_match_its_centre_motion_setting(tiny_bundles, tmp_path):
+def test_bundle_refuses_a_model_that_does_not_match_its_network_options(tiny_bundles, tmp_path):
     import shutil
     from keras_cadstn.bundle import MODEL_FILE, save_bundle
-    with_motion, without = tiny_bundles[True], tiny_bundles[False]
+    with_motion, without = tiny_bundles["ours"], tiny_bundles["paper"]
     with pytest.raises(ValueError, match="reads the centre motion, its config says centre_motion=False"):
         save_bundle(str(tmp_path / "b"), with_motion.model, with_motion.spec, without.config)
+    with pytest.raises(ValueError, match="gate reads the crop, its config says gate_input='predictions'"):
+        save_bundle(str(tmp_path / "b"), without.model, without.spec, with_motion.config.replace(centre_motion=False))
     mixed = tmp_path / "mixed"
     shutil.copytree(without.path, mixed)
     shutil.copy(os.path.join(with_motion.path, MODEL_FILE), mixed / MODEL_FILE)
@@ -62,7 +64,7 @@ def test_saved_model_derives_the_centre_motion_from_the_centres(tiny_bundles, sa
     """A temporal network that reads the centre motion: the serving signature takes the same
     clips, centres and cubes and computes the motion itself (zero at each clip's first frame)."""
     import tensorflow as tf
-    bundle = tiny_bundles[True]
+    bundle = tiny_bundles["ours"]
     report = export.export_saved_model(bundle, str(tmp_path), samples=samples)
     assert report.max_abs_mm <= 0.01
     seq = tf.saved_model.load(report.path).signatures["predict_sequence"]

@@ -28,11 +28,12 @@ def frames():
     return render(6)
 
 
-@pytest.mark.parametrize("centre_motion", [False, True], ids=["crops", "crops+motion"])
-def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundles, frames, centre_motion):
+@pytest.mark.parametrize("options", ["paper", "ours"])
+def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundles, frames, options):
     """Tracker (streaming step, LSTM state carried) == the windowed CADSTN on the training crops
     (and, for a temporal network that reads it, the centres' motion)."""
-    tiny_bundle = tiny_bundles[centre_motion]
+    tiny_bundle = tiny_bundles[options]
+    centre_motion = tiny_bundle.config.centre_motion
     tracker = HandTracker(tiny_bundle)
     cam, cube = NYU_CAMERA, tiny_bundle.spec.cube
     crops, centres, outs = [], [], []
@@ -54,10 +55,10 @@ def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundles, f
     np.testing.assert_allclose(np.asarray(outs), ref, atol=1e-3)
 
 
-@pytest.mark.parametrize("centre_motion", [False, True], ids=["crops", "crops+motion"])
-def test_backends_agree(tiny_bundles, frames, tmp_path, centre_motion):
+@pytest.mark.parametrize("options", ["paper", "ours"])
+def test_backends_agree(tiny_bundles, frames, tmp_path, options):
     """Step and centre refiner on each backend: the same joints from the localiser's centres."""
-    tiny_bundle = tiny_bundles[centre_motion]
+    tiny_bundle = tiny_bundles[options]
     results = {}
     for backend in ("keras", "tflite", "onnx"):
         paths = export.export_for_tracker(tiny_bundle, backend, directory=str(tmp_path))  # exported and verified

@@ -94,6 +94,11 @@ def build_cadstn(num_joints: int = 14, image_size: int = 128, num_slices: int = 
     return build_fusion_network(build_spatial_network(config), build_temporal_network(config), config)
 
 
+def gate_input_of(cadstn: keras.Model) -> str:
+    """'crop' or 'predictions': what the gate of a CADSTN model reads (``CADSTNConfig.gate_input``)."""
+    return "predictions" if reads_predictions(get_submodel(cadstn, "gate_network")) else "crop"
+
+
 def gate_weights_model(cadstn: keras.Model) -> keras.Model:
     """The CADSTN's inputs -> the gate's w1 (B, T, 3K) (the same layers), whatever the gate reads."""
     return keras.Model(cadstn.inputs, cadstn.get_layer("joints").input[0], name="cadstn_gate_weights")
