@@ -118,8 +118,8 @@ def test_gate_learns_a_weight_that_depends_on_its_input(rng, gate_input):
 
 @pytest.mark.parametrize("gate_input", ["crop", "predictions"])
 def test_gate_starts_at_the_best_constant_weight_of_its_data(rng, gate_input):
-    """Targets are 0.3 J_temporal + 0.7 J_spatial on the first coordinates and 0.9 / 0.1 on the
-    rest: the least-squares constant per coordinate, which the gate starts from before training."""
+    """Targets are 0.3 J_temporal + 0.7 J_spatial: the least-squares constant weight, which the
+    gate starts from (for every coordinate and input) before training."""
     import tensorflow as tf
     from keras_cadstn.train import start_gate_at_best_constant
     crop = keras.Input(TOY.crop_shape)
@@ -130,12 +130,16 @@ def test_gate_starts_at_the_best_constant_weight_of_its_data(rng, gate_input):
     fusion = build_fusion_network(spatial, temporal, TOY.replace(gate_input=gate_input))
     x = rng.uniform(-1, 1, (24, 4, SMALL, SMALL, 1)).astype("float32")
     s, t = 0.5 * x[..., 0, 0, 0] + 0.5, -x[..., 0, 0, 0]  # what the two fixed models predict
-    w = np.array([0.3] * 3 + [0.9] * 3, np.float32)
-    y = w * t[..., None] + (1 - w) * s[..., None]
+    y = np.repeat((0.3 * t + 0.7 * s)[..., None], 6, axis=-1).astype("float32")
     got = start_gate_at_best_constant(fusion, tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
-    np.testing.assert_allclose(got, w, atol=1e-5)
-    np.testing.assert_allclose(gate_weights_model(fusion).predict(x, verbose=0), np.broadcast_to(w, y.shape), atol=1e-5)
+    assert got == pytest.approx(0.3, abs=1e-5)
+    np.testing.assert_allclose(gate_weights_model(fusion).predict(x, verbose=0), 0.3, atol=1e-5)
     np.testing.assert_allclose(fusion.predict(x, verbose=0), y, atol=1e-5)
+    # noisy targets: the one weight that minimises the squared error of the fused prediction
+    noisy = y + rng.normal(0, 0.1, y.shape).astype("float32")
+    got = start_gate_at_best_constant(fusion, tf.data.Dataset.from_tensor_slices((x, noisy)).batch(8))
+    errors = {w: ((w * t[..., None] + (1 - w) * s[..., None] - noisy) ** 2).sum() for w in (got - 0.01, got, got + 0.01)}
+    assert min(errors, key=errors.get) == got
 
 
 def test_occlusion_labels_survive_import_tfrecord_and_dataset(tmp_path):
