@@ -241,7 +241,7 @@ def main(argv=None):
     lines = [f"Accuracy benchmark: {n} seeds, {cfg.image_size}x{cfg.image_size}, steps "
              + ", ".join(f"{k} {v}" for k, v in cfg.train.steps.items() if k != "refine")  # not trained here
              + f", temporal network {variant_name(*first)}, gate on the {other_gate or CADSTNConfig().gate_input} trained on "
-             f"{args.fusion_data}; test split {len(occ)} frames, "
+             f"{args.fusion_data} with the {cfg.train.fusion_loss} loss; test split {len(occ)} frames, "
              f"{int((occ >= OCCLUDED).sum())} occluded (>= {OCCLUDED}); wall time {wall / 60:.1f} min", "",
              "Mean error (mm), mean ± sd over seeds:", "", "| method | all | clean | occluded |", "|---|---|---|---|"]
     for m in methods:

@@ -79,7 +79,7 @@ def cmd_train(args):
                        decay_every=args.decay_every, checkpoint_every=args.checkpoint_every,
                        mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
                        augment=not args.no_augment, shuffle=not args.no_shuffle, temporal_init=args.temporal_init,
-                       deterministic=args.deterministic)
+                       deterministic=args.deterministic, fusion_loss=args.fusion_loss)
     mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
                         seq_len=args.seq_len, centre_motion=args.centre_motion, gate_input=args.gate_input)
     has_val = os.path.isdir(os.path.join(args.records, "val"))
@@ -197,7 +197,7 @@ def _convert(c):
 
 
 def _train(t):
-    from keras_cadstn.train import STAGES, STRATEGIES, TEMPORAL_INITS, TrainConfig
+    from keras_cadstn.train import FUSION_LOSSES, STAGES, STRATEGIES, TEMPORAL_INITS, TrainConfig
     from keras_cadstn.models.config import GATE_INPUTS, CADSTNConfig
     d = _defaults(TrainConfig)
     t.add_argument("--records", required=True, help="folder written by `cadstn convert` (holds train/, "
@@ -227,6 +227,8 @@ def _train(t):
     t.add_argument("--gate-input", choices=GATE_INPUTS, default=n.gate_input,
                    help="what the fusion gate looks at: crop (the paper) or predictions (ours: the two networks' "
                         "joints and the centre motion)")
+    t.add_argument("--fusion-loss", choices=FUSION_LOSSES, default=d["fusion_loss"],
+                   help="the fusion stage's loss: joint_distance (ours: the mean joint error) or l2 (the paper)")
     t.add_argument("--deterministic", action="store_true")
     t.add_argument("--seed", type=int, default=d["seed"])
 

@@ -27,6 +27,7 @@ STAGES = ("baseline", "sliced3d", "spatial", "temporal", "fusion")
 STEP_KEYS = STAGES + ("refine",)
 STRATEGIES = ("default", "mirrored", "multiworker")
 SCHEDULES = ("step", "cosine")
+FUSION_LOSSES = ("l2", "joint_distance")
 # How the temporal network's per-frame encoder starts: copied from the trained Baseline and frozen
 # (the authors' released code), copied and trained on (fine-tuned), or trained from scratch with the
 # LSTM (the paper's text).
@@ -48,6 +49,9 @@ class TrainConfig:
     # at one constant weight before it learns to tell inputs apart (tests/test_method.py shows it on
     # a toy problem; 3e-4 separates them there)
     fusion_learning_rate: float | None = None
+    # the fusion stage's loss: "l2" (the paper) or, ours, "joint_distance" (the mean joint error,
+    # the metric; models.mean_joint_distance); the gate also starts at the best fixed weight by it
+    fusion_loss: str = "joint_distance"
     # "step": x decay_factor every decay_every steps (the paper: 0.1 every 20k); "cosine": from
     # learning_rate down to 0 over each stage's steps (any length of schedule, ours for short runs)
     schedule: str = "step"
@@ -81,7 +85,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name, allowed in (("schedule", SCHEDULES), ("temporal_init", TEMPORAL_INITS), ("strategy", STRATEGIES)):
+        for name, allowed in (("schedule", SCHEDULES), ("temporal_init", TEMPORAL_INITS), ("strategy", STRATEGIES),
+                              ("fusion_loss", FUSION_LOSSES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -175,28 +180,36 @@ def fit_stage(model, train_ds, stage_dir: str, steps: int, cfg: TrainConfig, val
     return history
 
 
-def start_gate_at_best_constant(fusion, dataset, limit: float = 0.02) -> float:
-    """Ours: set the untrained gate's last bias so that it starts at the one constant weight that
-    fits the gate's own training data best (least squares over ``dataset`` and every coordinate:
-    w = sum (y - s)(t - s) / sum (t - s)^2, kept in [limit, 1 - limit]); returns w.
+GATE_START_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
+
+
+def start_gate_at_best_constant(fusion, dataset, loss: str = "joint_distance", limit: float = 0.02) -> float:
+    """Ours: set the untrained gate's last bias so that it starts at the one constant weight w of
+    ``GATE_START_WEIGHTS`` whose fusion w J_temp + (1 - w) J_spa has the lowest ``loss`` (the fusion
+    stage's: mean joint distance, or L2) on the gate's own training data; returns w (the logit is
+    taken of w kept in [limit, 1 - limit]).
 
     The gate's last kernel starts at zero, so this is the weight for every input and coordinate:
-    training starts from the best fixed fusion of that data (the Table V weight) and moves away only
-    where the inputs tell it to. One weight, not one per coordinate: fitted per coordinate on a few
-    validation sequences, the weights were noise that the test split paid for (README).
+    training starts from the best fixed fusion of that data (Table V's weight, as the fixed weight
+    chosen on validation) and moves away only where the inputs tell it to. One weight, not one per
+    coordinate: fitted per coordinate on a few validation sequences, the weights were noise that
+    the test split paid for (README).
     """
     fused = fusion.get_layer("joints")  # GatedFusion: [w1, J_temporal, J_spatial]
     predictions = keras.Model(fusion.inputs, fused.input[1:])
-    num, den = 0.0, 0.0
+    totals = np.zeros(len(GATE_START_WEIGHTS))
     for inputs, y in dataset:
         t, s = (np.asarray(p, np.float64) for p in predictions.predict_on_batch(inputs))
         y = np.asarray(y, np.float64)
-        num, den = num + ((y - s) * (t - s)).sum(), den + ((t - s) ** 2).sum()
-    w = float(np.clip(num / max(den, 1e-12), limit, 1.0 - limit))
+        for i, w in enumerate(GATE_START_WEIGHTS):
+            diff = (w * t + (1 - w) * s - y).reshape(-1, 3)
+            totals[i] += (np.sqrt((diff ** 2).sum(-1)) if loss == "joint_distance" else diff ** 2).sum()
+    best = float(GATE_START_WEIGHTS[int(np.argmin(totals))])
+    w = min(max(best, limit), 1.0 - limit)
     last = models.get_submodel(fusion, "gate_network").get_layer("joints")
     kernel, bias = last.get_weights()
     last.set_weights([kernel, np.full_like(bias, np.log(w / (1.0 - w)))])
-    return w
+    return best
 
 
 def check_resume_step(done: int, steps: int, stage_dir: str) -> None:
@@ -282,8 +295,9 @@ def build_stage(stage: str, mcfg: CADSTNConfig, cfg: TrainConfig, strategy=None,
         else:
             raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
         spatial_outputs = stage == "spatial"
+        loss = models.mean_joint_distance if stage == "fusion" and cfg.fusion_loss == "joint_distance" else "mse"
         model.compile(optimizer=make_optimizer(cfg, cfg.steps.get(stage, 1), stage),
-                      loss={k: "mse" for k in models.LOSS_WEIGHTS} if spatial_outputs else "mse",
+                      loss={k: "mse" for k in models.LOSS_WEIGHTS} if spatial_outputs else loss,
                       loss_weights=models.LOSS_WEIGHTS if spatial_outputs else None, jit_compile=cfg.jit_compile,
                       steps_per_execution=cfg.steps_per_execution)
     return model
@@ -351,7 +365,7 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
         with record_errors():  # on a dataset of its own: training starts on a fresh shuffle either way
             check_gives_a_batch(worker_input(), stage_dir)
             if stage == "fusion":  # (a resumed stage then loads its trained gate from the backup)
-                start_gate_at_best_constant(model, stage_input(pattern, stage, cfg, mcfg, training=False))
+                start_gate_at_best_constant(model, stage_input(pattern, stage, cfg, mcfg, training=False), cfg.fusion_loss)
         if cfg.strategy != "multiworker":
             fit_stage(model, worker_input(), stage_dir, cfg.steps[stage], cfg, val)
             return model

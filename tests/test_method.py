@@ -118,8 +118,9 @@ def test_gate_learns_a_weight_that_depends_on_its_input(rng, gate_input):
 
 @pytest.mark.parametrize("gate_input", ["crop", "predictions"])
 def test_gate_starts_at_the_best_constant_weight_of_its_data(rng, gate_input):
-    """Targets are 0.3 J_temporal + 0.7 J_spatial: the least-squares constant weight, which the
-    gate starts from (for every coordinate and input) before training."""
+    """Targets are 0.3 J_temporal + 0.7 J_spatial: the gate starts from that constant weight (for
+    every coordinate and input) before training; on noisy targets, from the weight of the lowest
+    mean joint distance (or squared error, with the paper's L2 loss)."""
     import tensorflow as tf
     from keras_cadstn.train import start_gate_at_best_constant
     crop = keras.Input(TOY.crop_shape)
@@ -135,11 +136,16 @@ def test_gate_starts_at_the_best_constant_weight_of_its_data(rng, gate_input):
     assert got == pytest.approx(0.3, abs=1e-5)
     np.testing.assert_allclose(gate_weights_model(fusion).predict(x, verbose=0), 0.3, atol=1e-5)
     np.testing.assert_allclose(fusion.predict(x, verbose=0), y, atol=1e-5)
-    # noisy targets: the one weight that minimises the squared error of the fused prediction
-    noisy = y + rng.normal(0, 0.1, y.shape).astype("float32")
-    got = start_gate_at_best_constant(fusion, tf.data.Dataset.from_tensor_slices((x, noisy)).batch(8))
-    errors = {w: ((w * t[..., None] + (1 - w) * s[..., None] - noisy) ** 2).sum() for w in (got - 0.01, got, got + 0.01)}
-    assert min(errors, key=errors.get) == got
+    # noisy targets, a few far off: the distance and the squared error choose different weights
+    noisy = y + rng.normal(0, 0.05, y.shape).astype("float32")
+    noisy[:3] += 2.0 * (t - s)[:3, :, None]  # outliers that a weight near 1 would suit
+    fused = {w: np.repeat((w * t + (1 - w) * s)[..., None], 6, axis=-1) for w in np.round(np.linspace(0, 1, 21), 2)}
+    by_distance = {w: np.linalg.norm((f - noisy).reshape(-1, 3), axis=-1).mean() for w, f in fused.items()}
+    by_square = {w: ((f - noisy) ** 2).mean() for w, f in fused.items()}
+    data = tf.data.Dataset.from_tensor_slices((x, noisy)).batch(8)
+    assert start_gate_at_best_constant(fusion, data) == min(by_distance, key=by_distance.get)
+    assert start_gate_at_best_constant(fusion, data, loss="l2") == min(by_square, key=by_square.get)
+    assert min(by_distance, key=by_distance.get) < min(by_square, key=by_square.get)
 
 
 def test_occlusion_labels_survive_import_tfrecord_and_dataset(tmp_path):

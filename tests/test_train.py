@@ -33,6 +33,15 @@ def test_learning_rate_schedules():
         TrainConfig(schedule="linear")
 
 
+def test_mean_joint_distance_loss_by_hand():
+    from keras_cadstn.models import mean_joint_distance
+    y_true = np.zeros((2, 1, 6), np.float32)
+    y_pred = np.array([[[3, 4, 0, 0, 0, 0]], [[0, 0, 1, 0, 0, 0]]], np.float32)  # distances 5, 0, 1, 0
+    assert float(mean_joint_distance(y_true, y_pred)) == pytest.approx(1.5, abs=1e-4)
+    with pytest.raises(ValueError, match="fusion_loss must be one of"):
+        TrainConfig(fusion_loss="l1")
+
+
 def test_fusion_loss_is_reported_with_compiled_submodels(rng):
     """Regression: a compiled (e.g. loaded) sub-model's own 'loss' tracker used to overwrite the
     fusion model's loss in fit/evaluate logs with 0.0."""
@@ -189,8 +198,10 @@ def test_one_seed_reproduces_with_deterministic_ops(synth_records, tmp_path):
     assert result["other_seed"] > 1e-4  # and the seed matters
 
 
-@pytest.mark.parametrize("flags,motion,gate", [(["--no-centre-motion", "--gate-input", "crop"], False, "crop"),
-                                              (["--centre-motion", "--gate-input", "predictions"], True, "predictions")],
+@pytest.mark.parametrize("flags,motion,gate", [(["--no-centre-motion", "--gate-input", "crop", "--fusion-loss", "l2"],
+                                               False, "crop"),
+                                              (["--centre-motion", "--gate-input", "predictions", "--fusion-loss",
+                                                "joint_distance"], True, "predictions")],
                          ids=["paper", "ours"])
 def test_cli_trains_the_network_options_it_is_given(synth_records, tmp_path, flags, motion, gate):
     """`cadstn train` with the temporal network's input and the gate's input chosen by flag: the

@@ -1,4 +1,5 @@
-"""The few custom layers the networks need; registered, with complete configs (no Lambda)."""
+"""The few custom layers the networks need, and the fusion stage's loss; registered, with complete
+configs (no Lambda)."""
 from __future__ import annotations
 
 import keras
@@ -83,3 +84,13 @@ class FrozenSubmodel(keras.layers.Wrapper):
 
     def get_config(self):
         return {**super().get_config(), "per_frame": self.per_frame}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def mean_joint_distance(y_true, y_pred):
+    """Mean over joints (and frames, clips) of the Euclidean distance between predicted and true
+    joints (..., 3K), in the joints' normalised units: the paper's metric as a loss. Ours, for the
+    fusion stage: an L2 loss weighs the few frames with large errors (occluded ones) by their
+    square, and pulls the gate to the weights that suit those frames rather than the mean error."""
+    diff = ops.reshape(y_pred - y_true, (-1, 3))
+    return ops.mean(ops.sqrt(ops.sum(diff * diff, axis=-1) + 1e-9))
