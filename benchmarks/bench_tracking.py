@@ -95,7 +95,7 @@ def time_networks(tracker, repeats=100) -> tuple:
         return 1000 * float(np.median(times))
     b = tracker.bundle
     crop = np.zeros((1, b.image_size, b.image_size, 1), np.float32)
-    step = p50(tracker.step, crop, tracker.h, tracker.c)
+    step = p50(tracker.step, crop, tracker.h, tracker.c, np.zeros((1, 3), np.float32))
     if tracker.refiner is None:
         return step, None
     size = b.refiner_config.image_size
