@@ -109,20 +109,30 @@ def load_keras_model(path: str, compile: bool = True):
         raise DataError(f"{path}: not a readable Keras model file ({first})") from None
 
 
+def network_options_mismatch(model, config: CADSTNConfig, source: str) -> str | None:
+    """Where a CADSTN model's inputs disagree with ``config``'s options (centre motion, gate input),
+    what to say (``source`` names where the config comes from); None where they agree."""
+    from keras_cadstn.models import uses_centre_motion
+    from keras_cadstn.models.fusion import gate_input_of
+    motion = uses_centre_motion(model)
+    if motion != config.centre_motion:
+        return (f"the model {'reads' if motion else 'does not read'} the centre motion, {source} says "
+                f"centre_motion={config.centre_motion}")
+    gate = gate_input_of(model)
+    if gate != config.gate_input:
+        return f"the model's gate reads the {gate}, {source} says gate_input={config.gate_input!r}"
+    return None
+
+
 def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig, refiner=None,
                 refiner_config: RefinerConfig | None = None) -> str:
     """Write the bundle folder atomically (a temporary sibling renamed into place); returns path.
     ``refiner``: a trained centre refiner (``keras_cadstn.refine.train_refiner``) to ship with it."""
-    from keras_cadstn.models import uses_centre_motion
-    from keras_cadstn.models.fusion import gate_input_of
     if "gate" not in [layer.name for layer in model.layers] or len(model.inputs[0].shape) != 5:
         raise ValueError("save_bundle expects a CADSTN model (clips -> joints, with a gate)")
-    if uses_centre_motion(model) != config.centre_motion:
-        raise ValueError(f"the model {'reads' if uses_centre_motion(model) else 'does not read'} the centre motion, "
-                         f"its config says centre_motion={config.centre_motion}")
-    if gate_input_of(model) != config.gate_input:
-        raise ValueError(f"the model's gate reads the {gate_input_of(model)}, its config says "
-                         f"gate_input={config.gate_input!r}")
+    mismatch = network_options_mismatch(model, config, "its config")
+    if mismatch:
+        raise ValueError(mismatch)
     if config.num_joints != spec.num_joints:
         raise ValueError(f"network predicts {config.num_joints} joints, dataset spec has {spec.num_joints}")
     if refiner is not None:
@@ -186,14 +196,9 @@ def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
     if tuple(model.inputs[0].shape) != expected:
         raise DataError(f"{model_path}: model input {tuple(model.inputs[0].shape)} does not match the "
                         f"bundle's {expected}")
-    from keras_cadstn.models import uses_centre_motion
-    from keras_cadstn.models.fusion import gate_input_of
-    if uses_centre_motion(model) != config.centre_motion:
-        raise DataError(f"{model_path}: the model {'reads' if uses_centre_motion(model) else 'does not read'} the "
-                        f"centre motion, the bundle's JSON says centre_motion={config.centre_motion}")
-    if gate_input_of(model) != config.gate_input:
-        raise DataError(f"{model_path}: the model's gate reads the {gate_input_of(model)}, the bundle's JSON says "
-                        f"gate_input={config.gate_input!r}")
+    mismatch = network_options_mismatch(model, config, "the bundle's JSON")
+    if mismatch:
+        raise DataError(f"{model_path}: {mismatch}")
     return bundle.with_camera(camera) if camera is not None else bundle
 
 

@@ -234,8 +234,8 @@ def representative_inputs(step_or_spatial, samples: Samples, which: str):
             yield {"crop": crop[None]}
         return
     feeds = []
-    keras_ = as_step(KerasFunction(step_or_spatial))
-    reads_motion = "centre_motion" in KerasFunction(step_or_spatial).input_names
+    keras_fn = KerasFunction(step_or_spatial)
+    keras_, reads_motion = as_step(keras_fn), "centre_motion" in keras_fn.input_names
 
     def recording(crop, h, c, motion):
         feeds.append({"crop": crop, "lstm_h": h, "lstm_c": c, **({"centre_motion": motion} if reads_motion else {})})
