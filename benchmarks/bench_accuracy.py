@@ -199,7 +199,7 @@ def main(argv=None):
             for seed in range(cfg.seeds):
                 t0 = time.time()
                 run_dir = run_folder(cfg.workdir, seed, init, args.fusion_data, args.fusion_steps, motion, other_gate)
-                share_stages(run_folder(cfg.workdir, seed, first[0], centre_motion=first[1]), run_dir)
+                share_stages(run_folder(cfg.workdir, seed, first[0], args.fusion_data, centre_motion=first[1]), run_dir)
                 if args.fusion_data != "train":  # the same networks, only the gate trained on other records
                     share_stages(run_folder(cfg.workdir, seed, init, centre_motion=motion), run_dir, ("temporal",))
                 if args.fusion_steps or other_gate:  # the default runs' networks, only the gate trained otherwise

@@ -196,16 +196,18 @@ def test_bad_occlusion_file_is_named(tmp_path, bad):
         load_nyu(root, "train")
 
 
-def test_accuracy_benchmark_quick_fills_every_row_and_column(tmp_path):
-    import importlib.util
+def test_accuracy_benchmark_quick_fills_every_row_and_column(tmp_path, capsys):
     import json
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_accuracy.py")
-    spec = importlib.util.spec_from_file_location("bench_accuracy", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("bench_accuracy")
     out = tmp_path / "out"
-    assert bench.main(["--quick", "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--workdir", str(tmp_path / "work"), "--out", str(out),
+                       "--temporal-init", "baseline_finetune", "baseline_frozen"]) == 0
+    # the second temporal variant reuses each seed's Baseline, Sliced 3D and Spatial stages
+    printed = capsys.readouterr().out
+    assert printed.count("[baseline] training") == 2 and printed.count("[spatial] training") == 2
+    assert printed.count("[temporal] training") == 4
     result = json.loads((out / "accuracy.json").read_text())
+    assert set(result["temporal_variants"]) == {"baseline_finetune", "baseline_frozen"}
     methods = {"Baseline", "Sliced 3D", "Spatial", "Temporal", "CADSTN", "Fixed w (val)"}
     for subset in ("all", "clean", "occluded"):
         assert set(result["errors"][subset]) == methods
@@ -226,3 +228,48 @@ def test_accuracy_benchmark_quick_fills_every_row_and_column(tmp_path):
             if not np.isnan(parts["articulation"][subset][m]["mean"]):
                 assert parts["articulation"][subset][m]["mean"] <= result["errors"][subset][m]["mean"] + 1e-6
     assert "| Temporal - Baseline (paired, 95% interval) |" in (out / "accuracy.md").read_text()
+
+
+def _load_benchmark(name):
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gate_cv_deals_validation_sequences_into_folds():
+    from types import SimpleNamespace
+
+    from keras_cadstn.errors import ConfigError
+    bench = _load_benchmark("bench_gate_cv")
+    split = SimpleNamespace(frames=[SimpleNamespace(sequence_id=i) for i in (5, 5, 7, 7, 9, 11, 11)])
+    assert bench.fold_sequences(split, 2) == [{5, 9}, {7, 11}]
+    assert bench.fold_sequences(split, 3) == [{5, 11}, {7}, {9}]
+    for folds in (1, 5):
+        with pytest.raises(ConfigError, match="validation sequences"):
+            bench.fold_sequences(split, folds)
+
+
+def test_gate_cv_fold_records_split_validation_by_sequence(tmp_path):
+    import dataclasses
+
+    from keras_cadstn.demo import DemoConfig, prepare_records
+    from keras_cadstn.evaluate import read_test_split
+    bench = _load_benchmark("bench_gate_cv")
+    cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=20, train_sequences=2, val_sequences=3,
+                     test_sequences=1, image_size=32, seq_len=4)
+    rec_dir, _ = prepare_records(cfg)
+    _, val = read_test_split(os.path.join(rec_dir, "val", "*.tfrecord"))
+    val_ids = set(val["sequence_id"].ravel().tolist())
+    assert len(val_ids) == 3
+    held_ids = []
+    for gate_pattern, held_pattern in bench.fold_records(dataclasses.replace(cfg), rec_dir, 2):
+        _, gate = read_test_split(gate_pattern)
+        _, held = read_test_split(held_pattern)
+        gate_set, held_set = set(gate["sequence_id"].ravel().tolist()), set(held["sequence_id"].ravel().tolist())
+        assert gate_set.isdisjoint(held_set) and gate_set | held_set == val_ids
+        assert len(gate["sequence_id"]) + len(held["sequence_id"]) == len(val["sequence_id"])
+        held_ids.append(held_set)
+    assert held_ids[0].isdisjoint(held_ids[1]) and held_ids[0] | held_ids[1] == val_ids
