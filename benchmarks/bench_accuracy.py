@@ -31,7 +31,7 @@ SUBSETS = ("all", "clean", "occluded")
 
 
 def config(args):
-    from keras_cadstn.demo import DEMO_TRAINING, DemoConfig
+    from keras_cadstn.demo import BENCHMARK_STEPS, DEMO_TRAINING, DemoConfig
     from keras_cadstn.train import TrainConfig
     workdir = args.workdir or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn",
                                            "bench_quick" if args.quick else f"bench_{args.image_size}")
@@ -44,7 +44,8 @@ def config(args):
     cfg = DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4,
                      test_sequences=args.test_sequences,
                      image_size=args.image_size, seeds=args.seeds or 3,
-                     train=dataclasses.replace(DEMO_TRAINING, verbose=0, temporal_init=args.temporal_init[0]))
+                     train=dataclasses.replace(DEMO_TRAINING, steps=BENCHMARK_STEPS, verbose=0,
+                                               temporal_init=args.temporal_init[0]))
     return cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg
 
 
