@@ -79,11 +79,6 @@ def link_networks(source: str, run_dir: str) -> None:
             os.symlink(os.path.abspath(os.path.join(source, stage)), link)
 
 
-def paired(a, b) -> dict:
-    from keras_cadstn.evaluate import paired_difference
-    return paired_difference(a, b)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, help="training seeds (default 5; --quick 2)")
@@ -98,8 +93,8 @@ def main(argv=None):
 
     from keras_cadstn.data.tfrecord import dataset_spec_of, read_manifest
     from keras_cadstn.demo import prepare_records
-    from keras_cadstn.evaluate import (fixed_weight_sweep, ground_truth, predict_frames_or_clips, predictions_mm,
-                                       read_test_split, spread)
+    from keras_cadstn.evaluate import (fixed_weight_sweep, ground_truth, paired_difference, per_frame_error,
+                                       predict_frames_or_clips, predictions_mm, read_test_split, spread)
     from keras_cadstn.models import CADSTNConfig, gate_weights_model, spatial_inference_model
     from keras_cadstn.train import load_stage, train_cadstn
 
@@ -123,12 +118,13 @@ def main(argv=None):
         return crops, meta, ground_truth(meta)
     parts = [(read(gate_pattern), read(held_pattern)) for gate_pattern, held_pattern in folds]
     occluded = np.concatenate([held[1]["occlusion"] >= OCCLUDED for _, held in parts])
-    results = {v: {"all": [], "occluded": [], "fixed_all": [], "fixed_occluded": [], "w1_sd": []} for v in VARIANTS}
+    results = {v: {"all": [], "occluded": [], "w1_sd": []} for v in VARIANTS}
+    fixed_scores = {"all": [], "occluded": []}  # the fixed weight, per seed
+    base_cfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=seq_len,
+                            **{**dict(cfg.network), "centre_motion": False})
     for seed in range(seeds):
         main_run = run_folder(cfg.workdir, seed, "baseline_finetune", "val")
         tcfg = dataclasses.replace(cfg.train, seed=seed, temporal_init="baseline_finetune")
-        base_cfg = CADSTNConfig(num_joints=spec.num_joints, image_size=cfg.image_size, seq_len=seq_len,
-                                **{**dict(cfg.network), "centre_motion": False})
         # the seed's spatial and temporal networks (trained here if the accuracy benchmark has not)
         train_cadstn(train_pattern, main_run, base_cfg, tcfg, stages=("baseline", "sliced3d", "spatial", "temporal"))
         nets = {"Spatial": spatial_inference_model(load_stage(main_run, "spatial")),
@@ -142,8 +138,9 @@ def main(argv=None):
             sweep = fixed_weight_sweep(g[2], pg["Temporal"], pg["Spatial"])
             w = min(sweep, key=sweep.get)
             fixed.append(w * ph["Temporal"] + (1 - w) * ph["Spatial"])
-        fixed = np.concatenate(fixed)
-        fixed_err = np.linalg.norm(fixed - gt, axis=-1).mean(axis=1)
+        fixed_err = per_frame_error(gt, np.concatenate(fixed))
+        fixed_scores["all"].append(float(fixed_err.mean()))
+        fixed_scores["occluded"].append(float(fixed_err[occluded].mean()) if occluded.any() else float("nan"))
         keras.backend.clear_session()
         for variant in VARIANTS:
             gate_input, loss, data = variant
@@ -161,12 +158,10 @@ def main(argv=None):
                 preds.append(predictions_mm({"CADSTN": fusion}, h[0], h[1], seq_len)["CADSTN"])
                 w1.append(predict_frames_or_clips(gate_weights_model(fusion), h[0], h[1], seq_len).mean(axis=1))
                 keras.backend.clear_session()
-            err = np.linalg.norm(np.concatenate(preds) - gt, axis=-1).mean(axis=1)
+            err = per_frame_error(gt, np.concatenate(preds))
             r = results[variant]
             r["all"].append(float(err.mean()))
             r["occluded"].append(float(err[occluded].mean()) if occluded.any() else float("nan"))
-            r["fixed_all"].append(float(fixed_err.mean()))
-            r["fixed_occluded"].append(float(fixed_err[occluded].mean()) if occluded.any() else float("nan"))
             r["w1_sd"].append(float(np.mean([w.std() for w in w1])))  # within a fold: one gate's frames
             print(f"seed {seed}, {variant_name(variant)}: out-of-fold CADSTN {err.mean():.2f} mm "
                   f"(fixed w {fixed_err.mean():.2f})", flush=True)
@@ -174,13 +169,11 @@ def main(argv=None):
     paper = VARIANTS[0]
     rows = {}
     for v, r in results.items():
-        rows[variant_name(v)] = {
-            "all": spread(r["all"]), "occluded": spread(r["occluded"]),
-            "minus_fixed_all": paired(r["all"], r["fixed_all"]),
-            "minus_fixed_occluded": paired(r["occluded"], r["fixed_occluded"]),
-            "minus_paper_all": paired(r["all"], results[paper]["all"]),
-            "minus_paper_occluded": paired(r["occluded"], results[paper]["occluded"]),
-            "gate_w1_sd_over_frames": spread(r["w1_sd"])}
+        row = rows[variant_name(v)] = {"gate_w1_sd_over_frames": spread(r["w1_sd"])}
+        for subset in ("all", "occluded"):
+            row[subset] = spread(r[subset])
+            row[f"minus_fixed_{subset}"] = paired_difference(r[subset], fixed_scores[subset])
+            row[f"minus_paper_{subset}"] = paired_difference(r[subset], results[paper][subset])
     chosen = min(rows, key=lambda name: rows[name]["all"]["mean"])
     wall = time.time() - start
 
@@ -208,6 +201,7 @@ def main(argv=None):
                               "steps": cfg.train.steps, "validation_frames": int(n_frames),
                               "occluded_frames": int(occluded.sum())},
                    "variants": rows, "per_seed": {variant_name(v): r for v, r in results.items()},
+                   "fixed_w_per_seed": fixed_scores,
                    "chosen": chosen, "wall_s": wall}, f, indent=1)
     print(f"wrote {args.out}/gate_cv.md, gate_cv.json")
     return 0

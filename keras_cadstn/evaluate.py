@@ -105,6 +105,11 @@ def per_joint_error(gt, pred) -> np.ndarray:
     return _check(gt, pred).mean(axis=0)
 
 
+def per_frame_error(gt, pred) -> np.ndarray:
+    """(N,) mean over joints of each frame's 3D distances (mm)."""
+    return _check(gt, pred).mean(axis=1)
+
+
 def mean_error(gt, pred) -> float:
     """Mean over joints of the per-joint errors (mm)."""
     return float(per_joint_error(gt, pred).mean())
@@ -282,13 +287,13 @@ def evaluate_stages(trained: dict, records_dir: str, seq_len: int) -> dict:
     pred["Fixed w (val)"] = w_val * pred["Temporal"] + (1 - w_val) * pred["Spatial"]
     out["test"] = {"gt": gt, "pred": pred, "meta": meta,
                    "errors": {k: mean_error(gt, v) for k, v in pred.items()},
-                   "frame_errors": {k: np.linalg.norm(gt - v, axis=-1).mean(axis=1) for k, v in pred.items()},
+                   "frame_errors": {k: per_frame_error(gt, v) for k, v in pred.items()},
                    "gate_w1": predict_frames_or_clips(gate_weights_model(trained["fusion"]), crops, meta, seq_len).mean(axis=1),
                    "sweep": fixed_weight_sweep(gt, pred["Temporal"], pred["Spatial"])}
     out["val_sweep"], out["w_val"] = sweep_val, w_val
     # the validation split's errors of the networks it did not train (choices between network
     # variants are made here, never on test): all frames and those with occlusion >= 0.1
-    errors_v = {k: np.linalg.norm(gt_v - v, axis=-1).mean(axis=1) for k, v in pred_v.items()}
+    errors_v = {k: per_frame_error(gt_v, v) for k, v in pred_v.items()}
     occluded_v = meta_v["occlusion"] >= 0.1
     out["val_errors"] = {k: {"all": float(e.mean()), "occluded": float(e[occluded_v].mean()) if occluded_v.any()
                              else float("nan")} for k, e in errors_v.items()}

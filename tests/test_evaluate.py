@@ -3,8 +3,8 @@ import pytest
 
 from keras_cadstn.camera import ICVL_CAMERA, NYU_CAMERA
 from keras_cadstn.errors import DataError
-from keras_cadstn.evaluate import (error_parts, load_results, mean_error, per_joint_error, plot_comparison,
-                                   save_results, success_rate)
+from keras_cadstn.evaluate import (error_parts, load_results, mean_error, per_frame_error, per_joint_error,
+                                   plot_comparison, save_results, success_rate)
 
 
 def test_metrics_hand_computed():
@@ -14,6 +14,7 @@ def test_metrics_hand_computed():
     pred[0, 1] = [0.0, 0.0, 12.0]  # joint 1: 12 mm in frame 0, 0 elsewhere
     pred[3, 1] = [0.0, 30.0, 40.0]  # and 50 mm in frame 3
     np.testing.assert_allclose(per_joint_error(gt, pred), [5.0, (12 + 50) / 4])
+    np.testing.assert_allclose(per_frame_error(gt, pred), [(5 + 12) / 2, 2.5, 2.5, (5 + 50) / 2])
     assert mean_error(gt, pred) == pytest.approx((5.0 + 15.5) / 2)
     # worst joint per frame: 12, 5, 5, 50
     np.testing.assert_allclose(success_rate(gt, pred, [0, 4.9, 5, 12, 49, 50, 80]), [0, 0, 0.5, 0.75, 0.75, 1, 1])

@@ -253,8 +253,6 @@ def test_gate_cv_deals_validation_sequences_into_folds():
 
 
 def test_gate_cv_fold_records_split_validation_by_sequence(tmp_path):
-    import dataclasses
-
     from keras_cadstn.demo import DemoConfig, prepare_records
     from keras_cadstn.evaluate import read_test_split
     bench = _load_benchmark("bench_gate_cv")
@@ -265,7 +263,7 @@ def test_gate_cv_fold_records_split_validation_by_sequence(tmp_path):
     val_ids = set(val["sequence_id"].ravel().tolist())
     assert len(val_ids) == 3
     held_ids = []
-    for gate_pattern, held_pattern in bench.fold_records(dataclasses.replace(cfg), rec_dir, 2):
+    for gate_pattern, held_pattern in bench.fold_records(cfg, rec_dir, 2):
         _, gate = read_test_split(gate_pattern)
         _, held = read_test_split(held_pattern)
         gate_set, held_set = set(gate["sequence_id"].ravel().tolist()), set(held["sequence_id"].ravel().tolist())
