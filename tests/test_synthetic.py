@@ -75,3 +75,28 @@ def test_a_person_behind_the_hand():
             assert depth[int(v), int(u)] < palm[2] + 50.0  # the hand in front of it
         checked += 1
     assert checked >= 3
+
+
+def test_ellipsoid_rendered_in_its_box_equals_every_pixel_solved():
+    """render_ellipsoid computes only inside the projection of the ellipsoid's bounding box; every
+    pixel solved on its own (ray t*(x, y, 1) against the ellipsoid) must give the same image,
+    also for an ellipsoid cut by the image border and one reaching behind the camera."""
+    from keras_cadstn.data.synthetic import render_ellipsoid
+    cam = NYU_CAMERA
+    vv, uu = np.mgrid[0:cam.height, 0:cam.width]
+    x, y = (uu - cam.cx) / cam.fx, (vv - cam.cy) / cam.fy
+    for centre, axes in (([30.0, 250.0, 1100.0], [170.0, 260.0, 110.0]),  # the torso, bottom cut off
+                         ([-600.0, 0.0, 900.0], [300.0, 100.0, 80.0]),  # mostly left of the image
+                         ([40.0, 0.0, 90.0], [30.0, 30.0, 100.0])):  # box reaching behind the camera: whole frame
+        got = render_ellipsoid(centre, np.array(axes), cam, np.full((cam.height, cam.width), 5000.0, np.float32))
+        # |t r / s - c / s|^2 = 1 with r = (x, y, 1): a quadratic in t, the nearest positive root
+        c, s = np.asarray(centre), np.asarray(axes)
+        a = [x / s[0], y / s[1], np.full_like(x, 1.0 / s[2])]
+        qa = sum(ai * ai for ai in a)
+        qb = -2.0 * sum(ai * ci for ai, ci in zip(a, c / s))
+        qc = float(((c / s) ** 2).sum() - 1.0)
+        disc = qb * qb - 4 * qa * qc
+        t = np.where(disc >= 0, (-qb - np.sqrt(np.maximum(disc, 0.0))) / (2 * qa), np.inf)
+        want = np.minimum(5000.0, np.where(t > 0, t, np.inf)).astype(np.float32)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert (got < 5000.0).sum() > 100  # the ellipsoid is in view

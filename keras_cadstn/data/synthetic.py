@@ -215,15 +215,30 @@ def render_depth(centres: np.ndarray, radii: np.ndarray, camera: Camera, backgro
 
 
 def render_ellipsoid(centre, semi_axes, camera: Camera, depth: np.ndarray) -> np.ndarray:
-    """The nearest surface of an axis-aligned ellipsoid (camera mm) over ``depth``, in place."""
+    """The nearest surface of an axis-aligned ellipsoid (camera mm) over ``depth``, in place.
+
+    Only the pixels inside the projection of the ellipsoid's bounding box are computed (a ray that
+    meets the ellipsoid meets the box): the torso covers a fifth of the frame, and the whole-frame
+    version made a person scene 8x slower to render than a scene without one."""
     h, w = depth.shape
-    vv, uu = np.mgrid[0:h, 0:w]
-    ray = np.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, np.ones((h, w))], -1)
-    a, c = ray / semi_axes, np.asarray(centre, float) / semi_axes  # t * ray on the surface: |t a - c| = 1
-    qa, qb, qc = (a * a).sum(-1), -2.0 * (a @ c), c @ c - 1.0
+    centre, semi_axes = np.asarray(centre, float), np.asarray(semi_axes, float)
+    u0, u1, v0, v1 = 0, w, 0, h
+    if centre[2] - semi_axes[2] > 0:  # the box lies in front of the camera: its corners bound the image region
+        corners = centre + semi_axes * np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+        u = camera.cx + camera.fx * corners[:, 0] / corners[:, 2]
+        v = camera.cy + camera.fy * corners[:, 1] / corners[:, 2]
+        u0, u1 = int(np.clip(np.floor(u.min()), 0, w)), int(np.clip(np.ceil(u.max()) + 1, 0, w))
+        v0, v1 = int(np.clip(np.floor(v.min()), 0, h)), int(np.clip(np.ceil(v.max()) + 1, 0, h))
+        if u0 >= u1 or v0 >= v1:
+            return depth
+    vv, uu = np.mgrid[v0:v1, u0:u1]
+    ray = np.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, np.ones(uu.shape)], -1)
+    a, c = ray / semi_axes, centre / semi_axes  # t * ray on the surface: |t a - c| = 1
+    qa, qb, qc = (a * a).sum(-1), -2.0 * (a[..., 0] * c[0] + a[..., 1] * c[1] + a[..., 2] * c[2]), c @ c - 1.0
     disc = qb * qb - 4 * qa * qc
     t = np.where(disc >= 0, (-qb - np.sqrt(np.maximum(disc, 0.0))) / (2 * qa), np.inf)
-    np.minimum(depth, np.where(t > 0, t, np.inf).astype(np.float32), out=depth)
+    region = depth[v0:v1, u0:u1]
+    np.minimum(region, np.where(t > 0, t, np.inf).astype(np.float32), out=region)
     return depth
 
 
