@@ -60,20 +60,29 @@ def synthetic_scenes(args, localiser, bundle=None):
     return rows, no_hand_says_hand
 
 
-def real_frames(localiser):
+def real_frames(localiser, bundle=None):
+    """Per real frame: the detection's crop centre from the annotated palm (mm, inf = no hand) and,
+    with a ``bundle`` that has a centre refiner, the reference joint refined from it (else None)."""
     import cv2
+    from keras_cadstn.refine import refine_centre
+    from keras_cadstn.runtime import KerasFunction, as_refiner
     from keras_cadstn.sources import PngFolderSource
     cam = PngFolderSource(REAL).camera  # the folder's camera.json
-    errors = []
+    refiner = as_refiner(KerasFunction(bundle.refiner)) if bundle is not None else None
+    cube = np.array([300.0, 300.0, 300.0])
+    errors, refined = [], []
     for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]:
         name, u, v = line.split()
         depth = cam.to_mm(cv2.imread(os.path.join(REAL, name), cv2.IMREAD_UNCHANGED))
         u, v = float(u), float(v)
         window = depth[int(v) - 5:int(v) + 6, int(u) - 5:int(u) + 6]
         palm = cam.uvd_to_xyz([u, v, np.median(window[window > 0])])
-        found = localiser.detect(depth, np.array([300.0, 300.0, 300.0]), cam)
+        found = localiser.detect(depth, cube, cam)
         errors.append(np.inf if found is None else float(np.linalg.norm(cam.uvd_to_xyz(found) - palm)))
-    return np.asarray(errors)
+        if refiner is not None:
+            moved = None if found is None else refine_centre(refiner, depth, found, cube, cam, bundle.refiner_config)
+            refined.append(np.inf if moved is None else float(np.linalg.norm(cam.uvd_to_xyz(moved) - palm)))
+    return np.asarray(errors), (np.asarray(refined) if refiner is not None else None)
 
 
 def main():
@@ -100,7 +109,7 @@ def main():
         path = {"geometric": None, "learned": HandLocaliser.detector_path}.get(name, name)
         localiser = HandLocaliser(detector_path=path)
         rows, false_hands = synthetic_scenes(args, localiser, bundle)
-        real = real_frames(localiser)
+        real, real_refined = real_frames(localiser, bundle)
         n = len(rows)
         print(f"\n{name} detection. Share within 50 mm / median (mm) / frames with no hand reported\n")
         refined = " refined reference joint (bundle's refiner from the detection), from the true palm |" if bundle else ""
@@ -119,6 +128,10 @@ def main():
               f"({(n - false_hands) / n:.1%}).")
         print(f"{name}: real SR305 frames (tests/data/real_frames, detection): within 60 mm of the annotated palm in "
               f"{np.sum(real <= 60)} of {len(real)}, median {np.median(real):.0f} mm, largest {np.max(real):.0f} mm.")
+        if real_refined is not None:
+            print(f"{name}: real SR305 frames, reference joint refined from the detection: within 60 mm of the "
+                  f"annotated palm in {np.sum(real_refined <= 60)} of {len(real_refined)}, median "
+                  f"{np.median(real_refined):.0f} mm, largest {np.max(real_refined):.0f} mm.")
     print(f"\n{args.sequences} sequences x {args.frames} frames, seeds {args.seed}..{args.seed + args.sequences - 1}; "
           f"{time.time() - start:.0f} s")
 

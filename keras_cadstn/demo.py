@@ -52,6 +52,12 @@ class DemoConfig:
     # the hand-centre refiner shipped in the bundle (keras_cadstn.refine), trained on the raw
     # training frames; None: a bundle without one (the tracker then uses the localiser's centre)
     refiner: RefinerConfig | None = RefinerConfig()
+    # ours, synthetic data only: the refiner also trains on this many sequences of this many frames
+    # with a person behind the hand (SynthConfig(person=True)). The demo's scenes have none, real
+    # recordings always do, and a refiner that never saw one walks onto an object beside the hand;
+    # real training frames already show the body. 32 x 40 chosen on validation scenes (README).
+    refiner_person_sequences: int = 32
+    refiner_person_frames: int = 40
 
     @classmethod
     def paper(cls, data: str, workdir: str | None = None) -> "DemoConfig":
@@ -88,7 +94,8 @@ def prepare_records(cfg: DemoConfig) -> tuple:
 
     fmt, root = cfg.source()
     if cfg.data == "synthetic":
-        _check_synthetic_matches(cfg, root)
+        _check_synthetic_matches(root, cfg.frames_per_sequence,
+                                 {"train": cfg.train_sequences + cfg.val_sequences, "test": cfg.test_sequences})
     if cfg.data == "synthetic" and not os.path.isfile(os.path.join(root, "test", "joint_data.mat")):
         from keras_cadstn.data.synthetic import write_synthetic_nyu
         print(f"generating synthetic NYU-format data in {root}")
@@ -119,19 +126,41 @@ def demo_splits(cfg: DemoConfig) -> dict:
     return {"train": train, "val": val, "test": load_split(fmt, root, "test")}
 
 
-def _check_synthetic_matches(cfg: DemoConfig, root: str) -> None:
-    """Synthetic data already in the workdir must be what this configuration would generate: a
-    resumed generation keeps the PNGs it finds, which belong to other sequences if the counts changed."""
+# write_synthetic_nyu seeds sequence k with seed * 1000 + k: 4000.. keeps these scenes apart from
+# the demo's (0..), the localiser benchmark's (1000..) and the hand detector's (2000.., 3000..)
+PERSON_SCENES_SEED = 4
+
+
+def person_scenes(cfg: DemoConfig):
+    """The imported scenes with a person behind the hand that the synthetic demo's refiner also
+    trains on (generated into the workdir on first use), or None (real data, or none asked for)."""
+    if cfg.data != "synthetic" or cfg.refiner is None or cfg.refiner_person_sequences <= 0:
+        return None
+    from keras_cadstn.data import load_split
+    from keras_cadstn.data.synthetic import SynthConfig, write_synthetic_nyu
+    root = os.path.join(cfg.workdir, "synthetic_person_nyu")
+    _check_synthetic_matches(root, cfg.refiner_person_frames, {"train": cfg.refiner_person_sequences})
+    if not os.path.isfile(os.path.join(root, "train", "joint_data.mat")):
+        print(f"generating synthetic scenes with a person behind the hand for the centre refiner in {root}")
+        write_synthetic_nyu(root, cfg.refiner_person_frames, cfg.refiner_person_sequences, 0, PERSON_SCENES_SEED,
+                            SynthConfig(events=cfg.synth_events, person=True))
+    return load_split("nyu", root, "train")
+
+
+def _check_synthetic_matches(root: str, frames_per_sequence: int, sequences: dict) -> None:
+    """Synthetic data already at ``root`` must be what this configuration would generate
+    (``sequences``: split -> number of sequences): a resumed generation keeps the PNGs it finds,
+    which belong to other sequences if the counts changed."""
     from keras_cadstn.data import nyu
-    for split, sequences in (("train", cfg.train_sequences + cfg.val_sequences), ("test", cfg.test_sequences)):
+    for split, count in sequences.items():
         starts = os.path.join(root, split, nyu.SEQUENCE_STARTS_FILE)
         if os.path.isfile(starts):
             found = [int(line) for line in open(starts).read().split()]
-            wanted = [k * cfg.frames_per_sequence for k in range(sequences)]
+            wanted = [k * frames_per_sequence for k in range(count)]
             if found != wanted:
                 raise ConfigError(f"{os.path.join(root, split)} holds synthetic sequences starting at {found[:4]}... "
-                                  f"({len(found)} sequences); this configuration makes {sequences} of "
-                                  f"{cfg.frames_per_sequence} frames: use another --workdir or delete {root}")
+                                  f"({len(found)} sequences); this configuration makes {count} of "
+                                  f"{frames_per_sequence} frames: use another --workdir or delete {root}")
 
 
 TRACKER_ROWS = {"labelled": ("labelled", False), "localiser": ("localiser", False),
@@ -191,7 +220,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     refiner, splits = None, demo_splits(cfg)
     if cfg.refiner is not None:
         from keras_cadstn.refine import train_refiner
-        refiner = train_refiner(splits["train"], os.path.join(cfg.workdir, "run"), cfg.refiner,
+        person = person_scenes(cfg)
+        refiner = train_refiner([splits["train"]] + ([person] if person is not None else []),
+                                os.path.join(cfg.workdir, "run"), cfg.refiner,
                                 dataclasses.replace(cfg.train, seed=0), splits["val"])
     trained, first = runs[0]
     gt, preds = first["test"]["gt"], first["test"]["pred"]

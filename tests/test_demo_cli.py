@@ -81,12 +81,15 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
                         batch_size=16, checkpoint_every=2, verbose=0)
     cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=24, train_sequences=2, val_sequences=1,
                      test_sequences=1, image_size=32, seq_len=4, network=(("fc_units", 32), ("lstm_units", 16)),
-                     seeds=2, train=train, refiner=RefinerConfig(image_size=16, filters=(4, 8), fc_units=16))
+                     seeds=2, train=train, refiner=RefinerConfig(image_size=16, filters=(4, 8), fc_units=16),
+                     refiner_person_sequences=1, refiner_person_frames=3)
     res = run_demo(cfg)
     # the tracker's rows: labelled centre, the localiser's, and the localiser's moved by the refiner
     assert list(res["tracker"]) == ["labelled", "localiser", "localiser + refiner"]
     assert all(v["frames"] == 24 for v in res["tracker"].values())
     assert os.path.isfile(tmp_path / "run" / "refine" / "model.keras")
+    with np.load(tmp_path / "run" / "refine" / "examples.npz") as examples:  # 8 crops a frame: training + person
+        assert len(examples["crops"]) == 8 * (48 + 3)
     assert res["frames_evaluated"] == 24 and res["centre"] == "labelled"  # every test frame, in order
     assert list(res["ablation"]) == ["Baseline", "Sliced 3D", "Spatial", "Temporal", "CADSTN", "Fixed w (val)"]
     assert res["seeds"] == 2 and all(v["n"] == 2 and v["sd"] >= 0 for v in res["ablation_spread"].values())
@@ -104,6 +107,27 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     from keras_cadstn import load_bundle
     bundle = load_bundle(res["bundle"])
     assert bundle.image_size == 32 and bundle.refiner_config.image_size == 16 and bundle.refiner is not None
+
+
+def test_the_refiners_person_scenes(tmp_path):
+    """Synthetic data only: scenes with a person behind the palm, made once; other counts in the
+    same folder are refused."""
+    from keras_cadstn.demo import person_scenes
+    from keras_cadstn.errors import ConfigError
+    cfg = DemoConfig(workdir=str(tmp_path), refiner_person_sequences=2, refiner_person_frames=2)
+    split = person_scenes(cfg)
+    assert len(split) == 4 and split.num_sequences == 2
+    cam = split.spec.camera
+    for frame in split.frames:
+        depth = cam.to_mm(split.read_depth(frame.path))
+        palm_depth = frame.joints_xyz[split.spec.reference_joint][2]
+        body = (depth > palm_depth + 140.0) & (depth < palm_depth + 520.0)
+        assert body.sum() > 20000, frame.path  # torso, head and arms fill a good part of the image
+    assert person_scenes(cfg).frames[0].path == split.frames[0].path  # made once, then imported
+    with pytest.raises(ConfigError, match="makes 3 of 2 frames"):
+        person_scenes(dataclasses.replace(cfg, refiner_person_sequences=3))
+    assert person_scenes(dataclasses.replace(cfg, refiner_person_sequences=0)) is None
+    assert person_scenes(dataclasses.replace(cfg, data=f"nyu:{tmp_path}")) is None  # real frames show the body
 
 
 def test_demo_data_made_with_other_counts_is_refused_not_reused(tmp_path):

@@ -1,5 +1,6 @@
 """The learned hand-centre refiner: its arithmetic, its training crops, that it learns, and that the
 tracker and the bundle use it."""
+import dataclasses
 import json
 import os
 
@@ -77,6 +78,37 @@ def test_examples_hold_the_offset_to_the_reference_joint(train_split):
     mm = np.linalg.norm(offsets * 150.0, axis=1)
     assert mm.max() <= 80.0 + 1e-3 and np.median(mm) > 10.0
     assert np.all(np.abs(crops) <= 1.0) and np.any(crops < 1.0, axis=(1, 2, 3)).mean() > 0.9  # hands in view
+
+
+def test_examples_of_several_splits_follow_one_another(synth_root, train_split, tmp_path):
+    """A list of splits (e.g. a data set's frames and scenes with a person behind the hand): the
+    first split's crops are those it gives alone, the second's follow, whatever the number of
+    threads; the cache is remade when the list changes, and read back when it does not."""
+    from keras_cadstn.refine import cached_examples
+    config = RefinerConfig(image_size=16, filters=(4, 8), samples_per_frame=2)
+    first = dataclasses.replace(train_split, frames=train_split.frames[:6])
+    second = load_nyu(synth_root, "test")
+    second = dataclasses.replace(second, frames=second.frames[:4])
+    alone, alone_offsets = make_examples(first, config, seed=3, progress=False)
+    both, both_offsets = make_examples([first, second], config, seed=3, progress=False)
+    one_thread = make_examples([first, second], config, seed=3, progress=False, workers=1)
+    np.testing.assert_array_equal(one_thread[0], both)  # threads change the speed, not the crops
+    np.testing.assert_array_equal(one_thread[1], both_offsets)
+    assert len(both) == 2 * (6 + 4)
+    np.testing.assert_array_equal(both[:12], alone)
+    np.testing.assert_array_equal(both_offsets[:12], alone_offsets)
+    # the second split's first crop: its frame's reference joint minus a centre within max_offset_mm
+    mm = np.linalg.norm(both_offsets[12:] * 150.0, axis=1)
+    assert mm.max() <= config.max_offset_mm + 1e-3
+    path = str(tmp_path / "examples.npz")
+    np.testing.assert_array_equal(cached_examples(path, first, config, 3, progress=False)[0], alone)
+    np.testing.assert_array_equal(cached_examples(path, [first, second], config, 3, progress=False)[0], both)
+    os.utime(path, (0, 0))  # read back, not remade: the file is left untouched
+    np.testing.assert_array_equal(cached_examples(path, [first, second], config, 3, progress=False)[0], both)
+    assert os.path.getmtime(path) == 0
+    with pytest.raises(DataError, match="train, test: no frames"):
+        make_examples([dataclasses.replace(first, frames=[]), dataclasses.replace(second, frames=[])], config,
+                      progress=False)
 
 
 def test_the_refiner_learns_to_move_centres_to_the_reference_joint(synth_root, train_split, tmp_path):

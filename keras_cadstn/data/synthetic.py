@@ -453,7 +453,8 @@ class SequenceRenderer:
 def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequences: int = 4,
                         test_sequences: int = 2, seed: int = 0, config: SynthConfig = SynthConfig(),
                         progress: bool = True, workers: int | None = None) -> dict:
-    """Write ``<out>/train`` and ``<out>/test`` in the NYU format; returns frame counts.
+    """Write ``<out>/train`` and ``<out>/test`` in the NYU format (a split of 0 sequences is not
+    written); returns frame counts.
 
     Besides NYU's files each split gets ``sequence_starts.txt`` and ``occlusion.txt`` (the fraction
     of the hand lost per frame; all 0 without ``config.events``), which the NYU importer reads.
@@ -465,7 +466,9 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
     from keras_cadstn.data import nyu
 
     counts = {}
-    splits = {"train": range(train_sequences), "test": range(train_sequences, train_sequences + test_sequences)}
+    splits = {name: seqs for name, seqs in (("train", range(train_sequences)),
+                                            ("test", range(train_sequences, train_sequences + test_sequences)))
+              if len(seqs)}
     workers = min(workers or os.cpu_count() or 1, max(train_sequences, test_sequences, 1))
     pool = None
     if workers > 1:
