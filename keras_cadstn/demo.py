@@ -55,9 +55,9 @@ class DemoConfig:
     # ours, synthetic data only: the refiner also trains on this many sequences of this many frames
     # with a person behind the hand (SynthConfig(person=True)). The demo's scenes have none, real
     # recordings always do, and a refiner that never saw one walks onto an object beside the hand;
-    # real training frames already show the body. 32 x 40 chosen on validation scenes (README).
+    # real training frames already show the body. 32 x 20 chosen on validation data (README).
     refiner_person_sequences: int = 32
-    refiner_person_frames: int = 40
+    refiner_person_frames: int = 20
 
     @classmethod
     def paper(cls, data: str, workdir: str | None = None) -> "DemoConfig":

@@ -1,0 +1,88 @@
+"""How many scenes with a person behind the hand the synthetic demo's centre refiner trains on,
+chosen on validation data only.
+
+Run `cadstn demo` first: its workdir holds the raw frames and the bundle. For each setting
+(S x F: S sequences of F frames of ``SynthConfig(person=True)`` scenes added to the demo's training
+frames; 0x0: none) and each refiner seed, a refiner is trained with the demo's settings into
+``<workdir>/refiner_scenes/``, and measured on:
+- the localiser's validation scenes (person behind the hand, sequence seeds 3000..; the hand
+  detector's settings were chosen there too): the share of frames whose reference joint, refined
+  from the learned detection as the tracker starts, lies within 50 mm of the palm;
+- the demo's validation split: the tracker's mean joint error with the hand centre from the
+  localiser moved by this refiner (the labelled-centre tracker's error printed beside it).
+
+    python benchmarks/bench_refiner_scenes.py [--workdir ~/.cache/keras_cadstn/demo]
+        [--settings 0x0 16x40 32x20 32x40] [--seeds 2]
+"""
+import argparse
+import dataclasses
+import json
+import os
+import time
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def setting(text: str) -> tuple:
+    sequences, _, frames = text.partition("x")
+    try:
+        return int(sequences), int(frames)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SEQUENCESxFRAMES such as 32x40, got {text!r}") from None
+
+
+def main():
+    import bench_localiser
+    from keras_cadstn.demo import DEFAULT_WORKDIR
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default=os.path.join(DEFAULT_WORKDIR, "demo"), help="a `cadstn demo` workdir")
+    p.add_argument("--settings", nargs="+", type=setting, default=[(0, 0), (16, 40), (32, 20), (32, 40)])
+    p.add_argument("--seeds", type=int, default=2, help="refiner training seeds per setting")
+    p.add_argument("--scenes", type=int, default=6, help="validation scenes with a person (seeds 3000..)")
+    args = p.parse_args()
+
+    from keras_cadstn.bundle import load_bundle
+    from keras_cadstn.demo import DemoConfig, demo_splits, person_scenes, tracker_errors
+    from keras_cadstn.refine import train_refiner
+    from keras_cadstn.tracking import HandLocaliser
+    start = time.perf_counter()
+    cfg = DemoConfig(workdir=args.workdir)
+    splits, base = demo_splits(cfg), load_bundle(os.path.join(args.workdir, "bundle"))
+    choice_dir = os.path.join(args.workdir, "refiner_scenes")
+    scenes = types.SimpleNamespace(sequences=args.scenes, frames=80, seed=3000)
+    rows, labelled = {}, None
+    for sequences, frames in args.settings:
+        name = f"{sequences}x{frames}"
+        # each setting's scenes in a folder of their own (person_scenes refuses other counts in one)
+        person = person_scenes(dataclasses.replace(cfg, workdir=os.path.join(choice_dir, name),
+                                                   refiner_person_sequences=sequences,
+                                                   refiner_person_frames=frames))
+        for seed in range(args.seeds):
+            refiner = train_refiner([splits["train"]] + ([person] if person is not None else []),
+                                    os.path.join(choice_dir, name, f"seed{seed}"), cfg.refiner,
+                                    dataclasses.replace(cfg.train, seed=seed), splits["val"])
+            bundle = dataclasses.replace(base, refiner=refiner, refiner_config=cfg.refiner)
+            tracker = tracker_errors(bundle, splits["val"])
+            labelled = tracker["labelled"]["mean_error"]
+            found, _ = bench_localiser.synthetic_scenes(scenes, HandLocaliser(), bundle)
+            refined = np.asarray([r[-1] for r in found])
+            rows.setdefault(name, []).append({"within_50mm": float(np.mean(refined <= 50.0)),
+                                              "tracker_mm": tracker["localiser + refiner"]["mean_error"]})
+            print(f"{name} seed {seed}: {json.dumps(rows[name][-1])}", flush=True)
+    print(f"\nCentre refiner: scenes with a person behind the hand added to the demo's training frames "
+          f"({args.seeds} refiner seeds each; validation data only)\n")
+    print("| person scenes (sequences x frames) | reference joint within 50 mm of the palm, validation scenes "
+          "(per seed) | tracker error on the validation split, mm (per seed) |")
+    print("|---|---|---|")
+    for name, runs in rows.items():
+        print(f"| {name} | " + " / ".join(f"{r['within_50mm']:.1%}" for r in runs) + " | "
+              + " / ".join(f"{r['tracker_mm']:.2f}" for r in runs) + " |")
+    print(f"\nLabelled-centre tracker on the validation split: {labelled:.2f} mm. "
+          f"{args.scenes} validation scenes x 80 frames; {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
