@@ -120,13 +120,16 @@ def make_examples(splits, config: RefinerConfig = RefinerConfig(), seed: int = 0
         return ([refiner_crop(depth_mm, c, cube, camera, config).astype(np.float16) for c in centres],
                 [(ref_xyz - camera.uvd_to_xyz(c)) / (cube / 2.0) for c in centres])
     crops, offsets = [], []
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    try:
         for number, split in enumerate(_splits(splits)):
             done = pool.map(lambda i, split=split, number=number: examples(split, number, i), range(len(split)))
             for frame_crops, frame_offsets in tqdm(done, total=len(split), desc=f"refiner crops ({split.split})",
                                                    disable=not progress, unit="frame"):
                 crops += frame_crops
                 offsets += frame_offsets
+    finally:  # a frame that fails (a corrupt PNG) stops the frames queued behind it
+        pool.shutdown(cancel_futures=True)
     if not crops:
         raise DataError(f"{', '.join(s.split for s in _splits(splits))}: no frames to make refiner crops from")
     return np.stack(crops), np.asarray(offsets, np.float32)

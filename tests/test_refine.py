@@ -111,6 +111,15 @@ def test_examples_of_several_splits_follow_one_another(synth_root, train_split, 
                       progress=False)
 
 
+def test_a_corrupt_frame_stops_the_crops_with_its_name(train_split, tmp_path):
+    bad = tmp_path / "depth_1_0000004.png"
+    bad.write_bytes(b"not a png at all")
+    frames = list(train_split.frames)
+    frames[3] = dataclasses.replace(frames[3], path=str(bad))
+    with pytest.raises(DataError, match=r"depth_1_0000004.png: not a PNG file"):
+        make_examples(dataclasses.replace(train_split, frames=frames), RefinerConfig(image_size=16), progress=False)
+
+
 def test_the_refiner_learns_to_move_centres_to_the_reference_joint(synth_root, train_split, tmp_path):
     config = RefinerConfig(image_size=32, perturb_mm=30.0, samples_per_frame=4)
     cfg = TrainConfig(steps={"refine": 400}, batch_size=32, learning_rate=1e-3, schedule="cosine",
