@@ -45,7 +45,7 @@ def main():
     args = p.parse_args()
 
     from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.demo import DemoConfig, demo_splits, person_scenes, tracker_errors
+    from keras_cadstn.demo import DemoConfig, demo_splits, refiner_training_splits, tracker_errors
     from keras_cadstn.refine import train_refiner
     from keras_cadstn.tracking import HandLocaliser
     start = time.perf_counter()
@@ -53,20 +53,20 @@ def main():
     splits, base = demo_splits(cfg), load_bundle(os.path.join(args.workdir, "bundle"))
     choice_dir = os.path.join(args.workdir, "refiner_scenes")
     scenes = types.SimpleNamespace(sequences=args.scenes, frames=80, seed=3000)
-    rows, labelled = {}, None
+    rows = {}
+    # the labelled-centre row does not depend on the refiner: run once
+    labelled = tracker_errors(base, splits["val"], rows=("labelled",))["labelled"]["mean_error"]
     for sequences, frames in args.settings:
         name = f"{sequences}x{frames}"
         # each setting's scenes in a folder of their own (person_scenes refuses other counts in one)
-        person = person_scenes(dataclasses.replace(cfg, workdir=os.path.join(choice_dir, name),
-                                                   refiner_person_sequences=sequences,
-                                                   refiner_person_frames=frames))
+        train_splits = refiner_training_splits(dataclasses.replace(
+            cfg, workdir=os.path.join(choice_dir, name), refiner_person_sequences=sequences,
+            refiner_person_frames=frames), splits["train"])
         for seed in range(args.seeds):
-            refiner = train_refiner([splits["train"]] + ([person] if person is not None else []),
-                                    os.path.join(choice_dir, name, f"seed{seed}"), cfg.refiner,
+            refiner = train_refiner(train_splits, os.path.join(choice_dir, name, f"seed{seed}"), cfg.refiner,
                                     dataclasses.replace(cfg.train, seed=seed), splits["val"])
             bundle = dataclasses.replace(base, refiner=refiner, refiner_config=cfg.refiner)
-            tracker = tracker_errors(bundle, splits["val"])
-            labelled = tracker["labelled"]["mean_error"]
+            tracker = tracker_errors(bundle, splits["val"], rows=("localiser + refiner",))
             found, _ = bench_localiser.synthetic_scenes(scenes, HandLocaliser(), bundle)
             refined = np.asarray([r[-1] for r in found])
             rows.setdefault(name, []).append({"within_50mm": float(np.mean(refined <= 50.0)),

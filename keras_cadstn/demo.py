@@ -147,6 +147,12 @@ def person_scenes(cfg: DemoConfig):
     return load_split("nyu", root, "train")
 
 
+def refiner_training_splits(cfg: DemoConfig, train_split) -> list:
+    """What the refiner trains on: the training split, and ``person_scenes`` where there are any."""
+    person = person_scenes(cfg)
+    return [train_split] + ([person] if person is not None else [])
+
+
 def _check_synthetic_matches(root: str, frames_per_sequence: int, sequences: dict) -> None:
     """Synthetic data already at ``root`` must be what this configuration would generate
     (``sequences``: split -> number of sequences): a resumed generation keeps the PNGs it finds,
@@ -168,11 +174,12 @@ TRACKER_ROWS = {"labelled": ("labelled", False), "localiser": ("localiser", Fals
 
 
 def tracker_errors(bundle, split, backend: str = "keras", precision: str = "float32",
-                   paths: dict | None = None) -> dict:
+                   paths: dict | None = None, rows=tuple(TRACKER_ROWS)) -> dict:
     """The HandTracker over the raw frames of ``split`` (the test split: ``demo_splits(cfg)['test']``),
     hand centre from the labels, from the localiser, and from the localiser moved by the bundle's
     centre refiner (where it has one). ``paths``: the exported models to run
-    (``export.export_for_tracker``; default: exported into the cache)."""
+    (``export.export_for_tracker``; default: exported into the cache). ``rows``: which of
+    ``TRACKER_ROWS`` to run (default all)."""
     from keras_cadstn.evaluate import mean_error
     from keras_cadstn.export import export_for_tracker
     from keras_cadstn.tracking import HandTracker, track_split
@@ -180,7 +187,8 @@ def tracker_errors(bundle, split, backend: str = "keras", precision: str = "floa
     bundle = bundle.with_camera(split.spec.camera)
     paths = paths or export_for_tracker(bundle, backend, precision)
     trackers, out = {}, {}  # one per refine setting: the labelled rows never use the refiner
-    for row, (centre, refine) in TRACKER_ROWS.items():
+    for row in rows:
+        centre, refine = TRACKER_ROWS[row]
         if refine and bundle.refiner is None:
             continue
         if refine not in trackers:
@@ -220,9 +228,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
     refiner, splits = None, demo_splits(cfg)
     if cfg.refiner is not None:
         from keras_cadstn.refine import train_refiner
-        person = person_scenes(cfg)
-        refiner = train_refiner([splits["train"]] + ([person] if person is not None else []),
-                                os.path.join(cfg.workdir, "run"), cfg.refiner,
+        refiner = train_refiner(refiner_training_splits(cfg, splits["train"]), os.path.join(cfg.workdir, "run"),
+                                cfg.refiner,
                                 dataclasses.replace(cfg.train, seed=0), splits["val"])
     trained, first = runs[0]
     gt, preds = first["test"]["gt"], first["test"]["pred"]
