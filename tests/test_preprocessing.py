@@ -61,6 +61,21 @@ def test_hand_center_coarse_first_pass_ends_at_full_resolution():
         np.testing.assert_allclose(hand_center(depth, [320, 240, 100], cube, NYU_CAMERA), [319.5, 239.5, 100.0])
 
 
+def test_float32_depth_gives_the_float64_centre_and_crop(rng):
+    # the tracker's float32 frames are compared and summed in float32: a whole frame of fractional
+    # depths in the cube (307200 pixels, the most a cube can hold) gives the float64 result
+    img = rng.uniform(400.0, 600.0, (480, 640)).astype(np.float32)
+    img[rng.random(img.shape) < 0.2] = 0.0  # no reading
+    cube, start = np.array([2000.0, 2000.0, 300.0]), [320, 240, 500]
+    for step in (1, 2):
+        c32 = hand_center(img, start, cube, NYU_CAMERA, coarse_step=step)
+        c64 = hand_center(img.astype(np.float64), start, cube, NYU_CAMERA, coarse_step=step)
+        np.testing.assert_allclose(c32, c64, rtol=0, atol=1e-4)
+    crop32, _ = crop_and_normalize(img, c64, cube, NYU_CAMERA, 64)
+    crop64, _ = crop_and_normalize(img.astype(np.float64), c64, cube, NYU_CAMERA, 64)
+    np.testing.assert_allclose(crop32, crop64, rtol=0, atol=1e-6)
+
+
 def test_hand_center_no_hand_raises_naming_the_frame():
     with pytest.raises(NoHandError, match="frame 7"):
         hand_center(np.zeros((480, 640)), [320, 240, 500], (300, 300, 300), NYU_CAMERA, where="frame 7")
