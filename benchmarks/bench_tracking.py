@@ -4,13 +4,17 @@ the naive way.
 The naive way keeps the last T crops and re-runs the clip CADSTN on the whole window every frame
 (what a clip model needs without a streaming step). Frames are rendered beforehand (not timed).
 Run: python benchmarks/bench_tracking.py [--bundle B] [--image-size 128] [--frames 200] [--threads 2]
+         [--fc-rank 16] [--rounds 3]
 Without --bundle a freshly initialised CADSTN of the requested size, with a freshly initialised
 centre refiner (the demo's: 32x32, two passes), is timed (weights do not change the cost of a
-network). The refiner's last layer is zeroed: a random refiner walks the centre off the hand, which
+network). Each tracker runs over the frames ``--rounds`` times, the trackers in turn; percentiles
+are over all its frames. The refiner's last layer is zeroed: a random refiner walks the centre off the hand, which
 sends every other frame back through the localiser and a second refinement, a path a trained
 refiner does not take. The paper's configuration is --image-size 128 (T=16). The columns "step" and
 "refiner" time the networks alone (one call of the pose step; every pass of the refiner), so what
-the rest of the frame costs can be read off.
+the rest of the frame costs can be read off. ``--fc-rank R`` adds TFLite dynamic_int8 and int8 rows
+with the bundle's step of fc rank R (``bundle.add_low_rank_step``; the fresh bundle's is fitted to
+synthetic hand crops; what the rank does to the error: benchmarks/bench_low_rank.py); 0: none.
 """
 import argparse
 import os
@@ -68,9 +72,9 @@ class NaiveWindowTracker:
         return self.fn(clip).numpy()[0, len(self.window) - 1]
 
 
-def make_bundle(image_size, seq_len, directory):
+def make_bundle(image_size, seq_len, directory, fc_rank=None):
     import keras
-    from keras_cadstn.bundle import load_bundle, save_bundle
+    from keras_cadstn.bundle import add_low_rank_step, load_bundle, save_bundle
     from keras_cadstn.data.frames import NYU
     from keras_cadstn.models import CADSTNConfig, RefinerConfig, build_cadstn, build_centre_refiner
     keras.utils.set_random_seed(0)
@@ -78,8 +82,12 @@ def make_bundle(image_size, seq_len, directory):
     refiner = build_centre_refiner(RefinerConfig())
     last = refiner.get_layer("offset")  # a refiner that stays put: the path a trained one takes
     last.set_weights([np.zeros_like(w) for w in last.get_weights()])
-    return load_bundle(save_bundle(os.path.join(directory, "bundle"), build_cadstn(config=config), NYU, config,
-                                   refiner, RefinerConfig()))
+    bundle = load_bundle(save_bundle(os.path.join(directory, "bundle"), build_cadstn(config=config), NYU, config,
+                                     refiner, RefinerConfig()))
+    if fc_rank:
+        from keras_cadstn.runtime import sample_clips
+        add_low_rank_step(bundle, fc_rank, sample_clips(bundle, 16).crops, "synthetic hands")
+    return bundle
 
 
 def time_networks(tracker, repeats=100) -> tuple:
@@ -109,30 +117,42 @@ def main():
     p.add_argument("--seq-len", type=int, default=16)
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--rounds", type=int, default=3, help="times every tracker this many times, in turn")
+    p.add_argument("--fc-rank", type=int, default=16, help="rank of the low-rank rows (0: no such rows; 16: chosen "
+                   "on validation at 128x128 by bench_low_rank.py)")
     args = p.parse_args()
 
     from keras_cadstn.bundle import load_bundle
     from keras_cadstn.tracking import HandTracker
     workdir = tempfile.mkdtemp(prefix="bench_tracking_")
-    bundle = load_bundle(args.bundle) if args.bundle else make_bundle(args.image_size, args.seq_len, workdir)
+    bundle = (load_bundle(args.bundle) if args.bundle
+              else make_bundle(args.image_size, args.seq_len, workdir, args.fc_rank))
     depth_frames = frames(bundle, args.frames)
-    rows = []
-    variants = [("keras", "float32"), ("onnx", "float32"), ("tflite", "float32"), ("tflite", "float16"),
-                ("tflite", "dynamic_int8"), ("tflite", "int8")]
-    from keras_cadstn.errors import ParityError
+    trackers = []
+    variants = [("keras", "float32", None), ("onnx", "float32", None), ("tflite", "float32", None),
+                ("tflite", "float16", None), ("tflite", "dynamic_int8", None), ("tflite", "int8", None)]
+    if args.fc_rank:
+        variants += [("tflite", "dynamic_int8", args.fc_rank), ("tflite", "int8", args.fc_rank)]
+    from keras_cadstn.errors import ConfigError, ParityError
     from keras_cadstn.export import export_for_tracker
     refused, refiner = [], bundle.refiner is not None
-    for backend, precision in variants:
+    for backend, precision, fc_rank in variants:
         try:  # exported into a scratch folder, not the user's cache or bundle
-            paths = export_for_tracker(bundle, backend, precision, directory=workdir)
+            paths = export_for_tracker(bundle, backend, precision, directory=workdir, fc_rank=fc_rank)
         except ParityError as e:  # the exporter would not write it: nothing to time
+            refused.append(str(e))
+            continue
+        except ConfigError as e:  # a given bundle without a step of that rank
+            if fc_rank is None:
+                raise
             refused.append(str(e))
             continue
         for refine in ((True, False) if refiner and precision in ("dynamic_int8", "int8") else (refiner,)):
             tracker = HandTracker(bundle, backend=backend, precision=precision, num_threads=args.threads,
-                                  refine=refine, **paths)
-            name = f"streaming, {backend} {precision}" + ("" if refine == refiner else ", refiner off")
-            rows.append((name, time_tracker(tracker, depth_frames), time_networks(tracker)))
+                                  refine=refine, fc_rank=fc_rank, **paths)
+            name = (f"streaming, {backend} {precision}" + (f", fc rank {fc_rank}" if fc_rank else "")
+                    + ("" if refine == refiner else ", refiner off"))
+            trackers.append((name, tracker))
     # the same tracker with the networks (pose step, refiner) replaced by no-ops: what the
     # pre-processing costs
     tracker = HandTracker(bundle, backend="keras")
@@ -140,11 +160,23 @@ def main():
     tracker.step = lambda crop, h, c, motion: (np.zeros((1, k), np.float32), h, c)
     if refiner:
         tracker.refiner = lambda crop: np.zeros((1, 3), np.float32)
-    preprocessing = time_tracker(tracker, depth_frames)
+    trackers.append(("pre-processing", tracker))
+    # every tracker once per round, the rounds one after another: a slow spell of the machine
+    # (other processes, a busy neighbour) spreads over all rows instead of landing on one
+    times = {name: [] for name, _ in trackers}
+    for _ in range(args.rounds):
+        for name, tracker in trackers:
+            times[name].append(time_tracker(tracker, depth_frames))
+    preprocessing = np.concatenate(times.pop("pre-processing"))
+    rows = [(name, np.concatenate(times[name]), time_networks(tracker)) for name, tracker in trackers[:-1]]
     rows.append((f"naive: {bundle.seq_len}-frame window re-run, keras", time_tracker(NaiveWindowTracker(bundle),
                                                                                    depth_frames[:max(args.frames // 4, 20)]),
                  (None, None)))
-    best = min(np.percentile(ms, 50) for name, ms, _ in rows[:-1] if "refiner off" not in name)
+
+    def best(low_rank: bool):
+        """(p50, name) of the fastest row with the refiner (where the bundle has one), full or low rank."""
+        return min(((np.percentile(ms, 50), name) for name, ms, _ in rows[:-1]
+                    if "refiner off" not in name and ("fc rank" in name) == low_rank), default=(None, None))
     naive = np.percentile(rows[-1][1], 50)
     print(f"\nTracker per frame, pre-processing included: {bundle.image_size}x{bundle.image_size} crops, "
           f"T={bundle.seq_len}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -162,9 +194,14 @@ def main():
           f"{np.percentile(preprocessing, 50):.2f} | "
           f"{np.percentile(preprocessing, 99):.2f} | | | | |")
     for why in refused:
-        print(f"not timed (export refused): {why}")
-    print(f"\nbest streaming p50{' with the refiner' if refiner else ''} {best:.2f} ms (target <= 2 ms); "
-          f"{naive / best:.1f}x faster than the naive way (target >= 10x)")
+        print(f"not timed: {why}")
+    print()
+    for low_rank in (False, True):
+        p50, name = best(low_rank)
+        if p50 is not None:
+            print(f"best streaming p50{' with the refiner' if refiner else ''}, {'low' if low_rank else 'full'} rank: "
+                  f"{p50:.2f} ms ({name}; target <= 2 ms), {naive / p50:.1f}x faster than the naive way "
+                  f"(target >= 10x)")
 
 
 if __name__ == "__main__":

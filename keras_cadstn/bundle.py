@@ -6,6 +6,8 @@
       cadstn.keras  the whole CADSTN (spatial, temporal and gate sub-models inside)
       refiner.keras the hand-centre refiner (optional: ``keras_cadstn.refine``), its settings in
                     bundle.json's "refiner"
+      step_rank<r>.keras  the streaming step with low-rank fc layers (optional: ``add_low_rank_step``,
+                    ``cadstn compress``), listed in bundle.json's "low_rank_steps"
 
 Exports and the tracker take camera, cube, crop size and joint layout from here, never from code
 defaults: a different camera is ``bundle.with_camera(Camera(...))``, not a code change.
@@ -21,13 +23,14 @@ from keras_cadstn import atomic
 from keras_cadstn.camera import Camera
 from keras_cadstn.data.frames import DatasetSpec
 from keras_cadstn.data.tfrecord import read_json
-from keras_cadstn.errors import CadstnError, DataError
+from keras_cadstn.errors import CadstnError, ConfigError, DataError
 from keras_cadstn.models.config import CADSTNConfig, RefinerConfig
 
 FORMAT = "keras_cadstn.bundle"
 VERSION = 1
 MODEL_FILE = "cadstn.keras"
 REFINER_FILE = "refiner.keras"
+LOW_RANK_KEY = "low_rank_steps"
 SPEC_FILE = "bundle.json"
 
 
@@ -83,6 +86,26 @@ class Bundle:
         ``spatial``: another form of the spatial main path to use (e.g. with folded convolutions)."""
         from keras_cadstn.models.streaming import build_streaming_cadstn
         return build_streaming_cadstn(spatial or self.spatial_model(), self.temporal_step(), self.gate_model())
+
+    def low_rank_step(self, rank: int):
+        """The streaming step with low-rank fc layers of ``rank`` stored in the bundle
+        (``add_low_rank_step``): the same inputs and outputs as ``frame_model()``."""
+        from keras_cadstn.data.tfrecord import file_sha256
+        spec_path = os.path.join(self.path, SPEC_FILE)
+        entry = (read_json(spec_path).get(LOW_RANK_KEY) or {}).get(str(rank))
+        if entry is None:
+            raise ConfigError(f"{self.path}: the bundle has no step of fc rank {rank}; make one with `cadstn compress "
+                              f"--bundle {self.path} --fc-rank {rank} --records 'TRAIN_RECORDS/*.tfrecord'`")
+        path = os.path.join(self.path, entry["model"])
+        if entry.get("source_sha256") != file_sha256(os.path.join(self.path, MODEL_FILE)):
+            raise DataError(f"{path}: made from another {MODEL_FILE} than the bundle's; make it again with "
+                            f"`cadstn compress --bundle {self.path} --fc-rank {rank} ...`")
+        model = load_keras_model(path, compile=False)
+        names = [t.name.split(":")[0] for t in model.inputs]
+        expected = [t.name.split(":")[0] for t in self.frame_model().inputs]
+        if names != expected:
+            raise DataError(f"{path}: inputs {names}, expected the bundle's step inputs {expected}")
+        return model
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "dataset": self.spec.to_dict(),
@@ -150,6 +173,40 @@ def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig, refin
             refiner.save(os.path.join(tmp, REFINER_FILE))
         with open(os.path.join(tmp, SPEC_FILE), "w") as f:
             json.dump(Bundle(path, model, spec, config, refiner, refiner_config).to_json(), f, indent=1)
+    return path
+
+
+def low_rank_file(rank: int) -> str:
+    return f"step_rank{rank}.keras"
+
+
+def add_low_rank_step(bundle: Bundle, rank: int, crops, source: str) -> str:
+    """Store in the bundle the streaming step with low-rank fc layers of ``rank``
+    (``models.low_rank.low_rank_model``), fitted to what its layers read on ``crops`` (N, M, M, 1):
+    training crops, named by ``source`` (e.g. the records' glob). Written atomically, then listed in
+    bundle.json with the hash of the model it was made from; a step of the same rank is replaced.
+    Returns its path."""
+    import numpy as np
+
+    from keras_cadstn.data.tfrecord import file_sha256
+    from keras_cadstn.models.low_rank import low_rank_model
+    crops = np.asarray(crops, np.float32)
+    if crops.ndim != 4 or crops.shape[1:] != (bundle.image_size, bundle.image_size, 1):
+        raise DataError(f"{source}: crops of shape {crops.shape}, expected (N, {bundle.image_size}, "
+                        f"{bundle.image_size}, 1)")
+    try:
+        model = low_rank_model(bundle.frame_model(), rank, crops)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    path = os.path.join(bundle.path, low_rank_file(rank))
+    with atomic.atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
+    spec_path = os.path.join(bundle.path, SPEC_FILE)
+    meta = read_json(spec_path)
+    meta.setdefault(LOW_RANK_KEY, {})[str(rank)] = {
+        "model": low_rank_file(rank), "source_sha256": file_sha256(os.path.join(bundle.path, MODEL_FILE)),
+        "calibration": source, "crops": int(len(crops))}
+    atomic.write_json(spec_path, meta)
     return path
 
 

@@ -37,6 +37,9 @@ class Camera:
     def uvd_to_xyz(self, uvd) -> np.ndarray:
         """(..., 3) pixels u, v and depth d in mm -> (..., 3) camera coordinates in mm."""
         uvd = np.asarray(uvd, dtype=np.float64)
+        if uvd.shape == (3,):  # one point (several a frame in the tracker): Python floats, same result
+            u, v, d = uvd.tolist()
+            return np.array([(u - self.cx) * d / self.fx, (v - self.cy) * d / self.fy, d])
         d = uvd[..., 2]
         x = (uvd[..., 0] - self.cx) * d / self.fx
         y = (uvd[..., 1] - self.cy) * d / self.fy
@@ -45,6 +48,11 @@ class Camera:
     def xyz_to_uvd(self, xyz) -> np.ndarray:
         """(..., 3) camera coordinates in mm -> (..., 3) pixels u, v and depth in mm."""
         xyz = np.asarray(xyz, dtype=np.float64)
+        if xyz.shape == (3,):
+            x, y, z = xyz.tolist()
+            if z <= 0:
+                raise ValueError("xyz_to_uvd: points must lie in front of the camera (z > 0 mm)")
+            return np.array([x * self.fx / z + self.cx, y * self.fy / z + self.cy, z])
         z = xyz[..., 2]
         if np.any(z <= 0):
             raise ValueError("xyz_to_uvd: points must lie in front of the camera (z > 0 mm)")
@@ -53,8 +61,11 @@ class Camera:
         return np.stack([u, v, z], axis=-1)
 
     def to_mm(self, raw_depth) -> np.ndarray:
-        """Raw sensor depth in this camera's unit -> float32 mm."""
-        return np.asarray(raw_depth, dtype=np.float32) * np.float32(self.depth_unit_mm)
+        """Raw sensor depth in this camera's unit -> float32 mm (a new array)."""
+        depth = np.asarray(raw_depth).astype(np.float32)  # one pass, and no multiply for millimetres
+        if self.depth_unit_mm != 1.0:
+            depth *= np.float32(self.depth_unit_mm)
+        return depth
 
     @property
     def intrinsics(self) -> np.ndarray:

@@ -111,12 +111,27 @@ def cmd_export(args):
     from keras_cadstn.export import export_all
     reports, refused = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
                                   onnx=not args.no_onnx, saved_model=not args.no_saved_model, num_clips=args.clips,
-                                  calibration_records=args.calibration_records)
+                                  calibration_records=args.calibration_records, fc_rank=args.fc_rank)
     print(f"\n{len(reports)} artifacts, each checked against the Keras model on real crops "
           f"({args.records or 'synthetic hands rendered with the bundle camera'}"
           + (f"; int8 calibrated on {args.calibration_records}" if args.calibration_records else "") + ")"
           + (f"; {len(refused)} refused (parity beyond tolerance, nothing written)." if refused else "."))
     return 1 if refused else 0
+
+
+def cmd_compress(args):
+    from keras_cadstn.bundle import add_low_rank_step, load_bundle
+    from keras_cadstn.export import keras_artifact_model
+    from keras_cadstn.models.low_rank import weight_count
+    from keras_cadstn.runtime import sample_clips
+    bundle = load_bundle(args.bundle)
+    crops = sample_clips(bundle, args.clips, records=args.records).crops
+    path = add_low_rank_step(bundle, args.fc_rank, crops, args.records)
+    full, low = (keras_artifact_model(bundle, "step", fc_rank=r) for r in (None, args.fc_rank))
+    print(f"{path}: the streaming step with fc layers of rank {args.fc_rank}, fitted on {len(crops)} crops of "
+          f"{args.records}: {weight_count(full) / 1e6:.2f} M -> {weight_count(low) / 1e6:.2f} M weights. Measure "
+          f"its error on validation data (benchmarks/bench_low_rank.py) before tracking with --fc-rank "
+          f"{args.fc_rank}.")
 
 
 def cmd_demo(args):
@@ -146,7 +161,8 @@ def cmd_track(args):
         bundle = bundle.with_camera(source.camera)
         from keras_cadstn.export import export_for_tracker  # exported and verified once, into the cache
         tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, localiser=localiser,
-                              **export_for_tracker(bundle, args.backend, args.precision))
+                              fc_rank=args.fc_rank, **export_for_tracker(bundle, args.backend, args.precision,
+                                                                         fc_rank=args.fc_rank))
         stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,
                              max_frames=args.frames)
     print(f"{stats['frames']} frames{' (stopped by Ctrl-C)' if stats['interrupted'] else ''}, hand found in "
@@ -241,6 +257,10 @@ def _eval(e):
     e.add_argument("--out", default="eval_plots")
 
 
+FC_RANK_HELP = ("the bundle's step with fc layers of this rank (made by `cadstn compress`): less weight memory "
+                "per frame; its error: benchmarks/bench_low_rank.py; default: the trained layers")
+
+
 def _export(x):
     from keras_cadstn.export import PRECISIONS
     x.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
@@ -251,7 +271,16 @@ def _export(x):
     x.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     x.add_argument("--clips", type=positive_int, default=20, help="clips of T crops for parity checks and calibration")
     x.add_argument("--no-onnx", action="store_true")
+    x.add_argument("--fc-rank", type=positive_int, help=FC_RANK_HELP + " (TFLite/ONNX spatial and step, named *_rankR)")
     x.add_argument("--no-saved-model", action="store_true")
+
+
+def _compress(c):
+    c.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
+    c.add_argument("--fc-rank", type=positive_int, required=True, help="rank of the fc layers")
+    c.add_argument("--records", required=True, help="TFRecord glob of training crops the factors are fitted to "
+                                                    "(e.g. the train split)")
+    c.add_argument("--clips", type=positive_int, default=64, help="clips of T crops read from --records")
 
 
 def _track(t):
@@ -262,6 +291,7 @@ def _track(t):
     t.add_argument("--source", required=True, help=" | ".join(SOURCE_KINDS))
     t.add_argument("--backend", choices=BACKENDS, default="keras")
     t.add_argument("--precision", choices=PRECISIONS, default="float32", help="TFLite: the step model's precision")
+    t.add_argument("--fc-rank", type=positive_int, help=FC_RANK_HELP)
     t.add_argument("--jsonl", help="one JSON line per frame: frame, timestamp, found, joints_mm (camera mm)")
     t.add_argument("--video", help="depth with the skeleton, fps and found/lost (.mp4 or .avi)")
     t.add_argument("--show", action="store_true", help="a live window (needs OpenCV with a GUI and a display)")
@@ -280,6 +310,8 @@ COMMANDS = {
     "train": ("train CADSTN's stages (Algorithm 1) on converted TFRecords", _train, cmd_train),
     "eval": ("compare results files against ground truth: table + plots", _eval, cmd_eval),
     "export": ("SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle", _export, cmd_export),
+    "compress": ("add to a bundle its streaming step with low-rank fc layers (for the tracker's --fc-rank)",
+                 _compress, cmd_compress),
     "track": ("track a hand live from a depth camera, a recording or a folder of frames", _track, cmd_track),
     "demo": ("the whole path: synthetic data by default (no download needed)", add_demo_arguments, cmd_demo),
 }

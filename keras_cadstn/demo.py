@@ -58,6 +58,12 @@ class DemoConfig:
     # real training frames already show the body. 32 x 20 chosen on validation data (README).
     refiner_person_sequences: int = 32
     refiner_person_frames: int = 20
+    # ours: the bundle also stores its streaming step with fc layers of this rank, fitted to
+    # ``low_rank_clips`` clips of training crops (``bundle.add_low_rank_step``; the tracker's
+    # ``fc_rank``), and the tracker table gets its row; None: none. Chosen on the validation split
+    # (benchmarks/bench_low_rank.py, README)
+    fc_rank: int | None = 16
+    low_rank_clips: int = 64
 
     @classmethod
     def paper(cls, data: str, workdir: str | None = None) -> "DemoConfig":
@@ -174,25 +180,25 @@ TRACKER_ROWS = {"labelled": ("labelled", False), "localiser": ("localiser", Fals
 
 
 def tracker_errors(bundle, split, backend: str = "keras", precision: str = "float32",
-                   paths: dict | None = None, rows=tuple(TRACKER_ROWS)) -> dict:
+                   paths: dict | None = None, rows=tuple(TRACKER_ROWS), fc_rank: int | None = None) -> dict:
     """The HandTracker over the raw frames of ``split`` (the test split: ``demo_splits(cfg)['test']``),
     hand centre from the labels, from the localiser, and from the localiser moved by the bundle's
     centre refiner (where it has one). ``paths``: the exported models to run
     (``export.export_for_tracker``; default: exported into the cache). ``rows``: which of
-    ``TRACKER_ROWS`` to run (default all)."""
+    ``TRACKER_ROWS`` to run (default all). ``fc_rank``: the step with low-rank fc layers."""
     from keras_cadstn.evaluate import mean_error
     from keras_cadstn.export import export_for_tracker
     from keras_cadstn.tracking import HandTracker, track_split
 
     bundle = bundle.with_camera(split.spec.camera)
-    paths = paths or export_for_tracker(bundle, backend, precision)
+    paths = paths or export_for_tracker(bundle, backend, precision, fc_rank=fc_rank)
     trackers, out = {}, {}  # one per refine setting: the labelled rows never use the refiner
     for row in rows:
         centre, refine = TRACKER_ROWS[row]
         if refine and bundle.refiner is None:
             continue
         if refine not in trackers:
-            trackers[refine] = HandTracker(bundle, backend, precision, refine=refine, **paths)
+            trackers[refine] = HandTracker(bundle, backend, precision, refine=refine, fc_rank=fc_rank, **paths)
         gt, pred, info = track_split(trackers[refine], split, centre)
         found = ~np.isnan(pred).any(axis=(1, 2))
         out[row] = {"mean_error": mean_error(gt[found], pred[found]) if found.any() else float("nan"),
@@ -257,6 +263,13 @@ def run_demo(cfg: DemoConfig = DemoConfig(), export: bool = True) -> dict:
                                      cfg.refiner))
     results["bundle"] = bundle.path
     results["tracker"] = tracker_errors(bundle, splits["test"])
+    if cfg.fc_rank is not None:
+        from keras_cadstn.bundle import add_low_rank_step
+        from keras_cadstn.runtime import sample_clips
+        train = os.path.join(rec_dir, "train", "*.tfrecord")
+        add_low_rank_step(bundle, cfg.fc_rank, sample_clips(bundle, cfg.low_rank_clips, records=train).crops, train)
+        refined = tracker_errors(bundle, splits["test"], rows=("localiser + refiner",), fc_rank=cfg.fc_rank)
+        results["tracker"][f"localiser + refiner, fc rank {cfg.fc_rank}"] = refined["localiser + refiner"]
     print("\nReal-time tracker on the test split (streaming, LSTM state carried through each sequence):\n"
           "| hand centre from | mean error (mm) | frames without a hand |\n|---|---|---|\n"
           + "\n".join(f"| {k} | {v['mean_error']:.2f} | {v['no_hand_frames']} |" for k, v in results["tracker"].items()))

@@ -54,10 +54,16 @@ class ExportReport:
     max_abs_mm: float
     mean_abs_mm: float
     size_bytes: int
+    # low-rank fc layers (``models.low_rank``): the rank, and the mean |low-rank - full| in mm of
+    # the Keras models on the same crops (the parity above is against the low-rank Keras model)
+    fc_rank: int | None = None
+    rank_mean_mm: float | None = None
 
     def line(self) -> str:
+        rank = "" if self.fc_rank is None else (f" (fc rank {self.fc_rank}: mean {self.rank_mean_mm:.3f} mm from "
+                                                f"the full-rank model)")
         return (f"{self.fmt:11s} {self.model:8s} {self.precision:8s} max |err| {self.max_abs_mm:.5f} mm, "
-                f"mean {self.mean_abs_mm:.5f} mm, {self.size_bytes / 1e6:.2f} MB -> {self.path}")
+                f"mean {self.mean_abs_mm:.5f} mm, {self.size_bytes / 1e6:.2f} MB -> {self.path}{rank}")
 
 
 def _errors_mm(reference_norm, artifact_norm, cube) -> tuple:
@@ -209,21 +215,51 @@ def _named_tf_function(keras_model):
     return tf.function(fn)
 
 
-def keras_artifact_model(bundle, which: str, folded: bool = False):
+def check_fc_rank(fc_rank) -> int | None:
+    """None (full rank) or a rank >= 1 as an int; ``ConfigError`` otherwise."""
+    if fc_rank is None:
+        return None
+    if isinstance(fc_rank, bool) or not isinstance(fc_rank, (int, np.integer)) or fc_rank < 1:
+        raise ConfigError(f"fc_rank must be None (full rank) or an integer >= 1, got {fc_rank!r}")
+    return int(fc_rank)
+
+
+def keras_artifact_model(bundle, which: str, folded: bool = False, fc_rank: int | None = None):
     """The Keras model of an artifact: the one it is checked against or, ``folded``, what is
     converted: the same function with the sliced branch's linear convolution pairs folded into one
-    (``fold_sliced_convolutions``)."""
+    (``fold_sliced_convolutions``). ``fc_rank``: the pose models (spatial, step) of the bundle's
+    step with low-rank fc layers of that rank (``bundle.add_low_rank_step``); the centre refiner is
+    small and always exported as it is."""
+    from keras_cadstn.models import fold_sliced_convolutions
     if which not in MODELS:
         raise ConfigError(f"model must be one of {MODELS}, got {which!r}")
+    fc_rank = check_fc_rank(fc_rank)
     if which == "refine":
         if bundle.refiner is None:
             raise ConfigError(f"{bundle.path}: the bundle has no centre refiner to export")
         return bundle.refiner
-    spatial = bundle.spatial_model()
-    if folded:
-        from keras_cadstn.models import fold_sliced_convolutions
-        spatial = fold_sliced_convolutions(spatial)
-    return spatial if which == "spatial" else bundle.frame_model(spatial)
+    if fc_rank is None:
+        spatial = bundle.spatial_model()
+        spatial = fold_sliced_convolutions(spatial) if folded else spatial
+        return spatial if which == "spatial" else bundle.frame_model(spatial)
+    from keras_cadstn.models.streaming import build_streaming_cadstn
+    step = bundle.low_rank_step(fc_rank)
+    spatial = step.get_layer("spatial_inference")
+    if which == "spatial":
+        return fold_sliced_convolutions(spatial) if folded else spatial
+    return (build_streaming_cadstn(fold_sliced_convolutions(spatial), step.get_layer("temporal_stream"),
+                                   step.get_layer("gate")) if folded else step)
+
+
+def _rank_error_mm(bundle, which: str, low_rank_keras, samples: Samples) -> float:
+    """Mean |low-rank - full-rank| in mm of the Keras pose models over ``samples``."""
+    full = keras_artifact_model(bundle, which)
+    if which == "spatial":
+        return _errors_mm(full.predict_on_batch(samples.crops), low_rank_keras.predict_on_batch(samples.crops),
+                          samples.cube)[1]
+    units = full.inputs[1].shape[-1]
+    return _errors_mm(run_step_over_clips(as_step(KerasFunction(full)), units, samples),
+                      run_step_over_clips(as_step(KerasFunction(low_rank_keras)), units, samples), samples.cube)[1]
 
 
 def representative_inputs(step_or_spatial, samples: Samples, which: str):
@@ -287,31 +323,36 @@ def convert_tflite(keras_model, precision: str = "float32", representative=None)
 
 
 def export_tflite(bundle, path: str, which: str = "step", precision: str = "float32",
-                  samples: Samples | None = None, calibration: Samples | None = None) -> ExportReport:
-    """Convert ``spatial`` or ``step`` (batch 1) to ``path`` at float32/float16/int8 and verify it.
+                  samples: Samples | None = None, calibration: Samples | None = None,
+                  fc_rank: int | None = None) -> ExportReport:
+    """Convert ``spatial``, ``step`` or ``refine`` (batch 1) to ``path`` at float32/float16/int8 and
+    verify it. ``fc_rank``: the pose model with low-rank fc layers (``keras_artifact_model``).
 
     dynamic_int8 stores the weights as int8 and keeps float activations (no calibration; the dense
     and LSTM weights dominate the step's memory traffic). int8 is full-integer (every op int8,
     float32 input/output at the edges) calibrated on ``calibration`` (default: ``samples``), e.g.
     ``sample_clips(bundle, records="train/*.tfrecord")``; parity is checked on ``samples``.
     """
-    keras_model = keras_artifact_model(bundle, which)
+    rank = check_fc_rank(fc_rank) if which != "refine" else None
+    keras_model = keras_artifact_model(bundle, which, fc_rank=rank)
     samples = samples or sample_clips(bundle)
-    data = convert_tflite(keras_artifact_model(bundle, which, folded=True), precision,
+    data = convert_tflite(keras_artifact_model(bundle, which, folded=True, fc_rank=rank), precision,
                           lambda: representative_inputs(keras_model, calibration or samples, which))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = atomic.temporary_path(path, ".tflite")
     with open(tmp, "wb") as f:
         f.write(data)
     return _verify_and_publish(tmp, path, "tflite", which, precision, keras_model, TFLiteRunner(tmp), samples,
-                               batch_one=True)
+                               batch_one=True, bundle=bundle, fc_rank=rank)
 
 
 def _verify_and_publish(tmp: str, path: str, fmt: str, which: str, precision: str, keras_model, runner,
-                        samples: Samples, batch_one: bool) -> ExportReport:
+                        samples: Samples, batch_one: bool, bundle=None, fc_rank: int | None = None) -> ExportReport:
     """Run the artifact at ``tmp`` (``runner``) and the Keras model on ``samples``; rename it to
     ``path`` if within tolerance, else ``ParityError`` and nothing left. ``batch_one``: the artifact
-    has a fixed batch of 1 (TFLite); otherwise every crop/clip goes in one batch (dynamic batch)."""
+    has a fixed batch of 1 (TFLite); otherwise every crop/clip goes in one batch (dynamic batch).
+    ``fc_rank``: ``keras_model`` has low-rank fc layers; the report also gives its distance from the
+    full-rank model of ``bundle``."""
     if which != "step":
         crops, output = _single_frame_inputs(keras_model, samples, which), _output_names(keras_model)[0]
         ref = keras_model.predict_on_batch(crops)
@@ -321,41 +362,45 @@ def _verify_and_publish(tmp: str, path: str, fmt: str, which: str, precision: st
         units = keras_model.inputs[1].shape[-1]
         ref = run_step_over_clips(as_step(KerasFunction(keras_model)), units, samples)
         got = run_step_over_clips(as_step(runner), units, samples, clips_at_once=not batch_one)
+    rank_error = None if fc_rank is None else _rank_error_mm(bundle, which, keras_model, samples)
     return _check_and_publish(ExportReport(path, fmt, which, precision, *_errors_mm(ref, got, samples.cube),
-                                           _size(tmp)), tmp)
+                                           _size(tmp), fc_rank, rank_error), tmp)
 
 
 # ----------------------------------------------------------------------------- ONNX
 
 def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
-                samples: Samples | None = None) -> ExportReport:
-    """tf2onnx conversion (dynamic batch, static inner shapes) of ``spatial`` or ``step``, verified
-    with onnxruntime."""
+                samples: Samples | None = None, fc_rank: int | None = None) -> ExportReport:
+    """tf2onnx conversion (dynamic batch, static inner shapes) of ``spatial``, ``step`` or
+    ``refine``, verified with onnxruntime; ``fc_rank`` as for ``export_tflite``."""
     import tf2onnx
     if opset < 17:
         raise ConfigError(f"opset must be >= 17, got {opset}")
-    keras_model = keras_artifact_model(bundle, which)
+    rank = check_fc_rank(fc_rank) if which != "refine" else None
+    keras_model = keras_artifact_model(bundle, which, fc_rank=rank)
     samples = samples or sample_clips(bundle)
     tmp = atomic.temporary_path(path, ".onnx")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf2onnx.convert.from_function(_named_tf_function(keras_artifact_model(bundle, which, folded=True)),
+    tf2onnx.convert.from_function(_named_tf_function(keras_artifact_model(bundle, which, folded=True, fc_rank=rank)),
                                   input_signature=_input_specs(keras_model, None), opset=opset, output_path=tmp)
     return _verify_and_publish(tmp, path, "onnx", which, "float32", keras_model, ONNXRunner(tmp), samples,
-                               batch_one=False)
+                               batch_one=False, bundle=bundle, fc_rank=rank)
 
 
 def export_step(bundle, backend: str = "tflite", precision: str = "float32", path: str | None = None,
-                samples: Samples | None = None, which: str = "step", calibration: Samples | None = None) -> str:
-    """A model the tracker runs on ``backend`` ('tflite' or 'onnx'): the streaming step, or
-    (``which='refine'``) the centre refiner, exported and verified once into the cache
-    (``runtime.artifact_path``) or to ``path``; returns its path."""
+                samples: Samples | None = None, which: str = "step", calibration: Samples | None = None,
+                fc_rank: int | None = None) -> str:
+    """A model the tracker runs on ``backend`` ('tflite' or 'onnx'): the streaming step (``fc_rank``:
+    with low-rank fc layers), or (``which='refine'``) the centre refiner, exported and verified once
+    into the cache (``runtime.artifact_path``) or to ``path``; returns its path."""
     from keras_cadstn.runtime import artifact_path
-    path = path or artifact_path(bundle, backend, precision, which)
+    fc_rank = check_fc_rank(fc_rank) if which != "refine" else None
+    path = path or artifact_path(bundle, backend, precision, which, fc_rank)
     if not os.path.isfile(path):
         if backend == "tflite":
-            export_tflite(bundle, path, which, precision, samples, calibration)
+            export_tflite(bundle, path, which, precision, samples, calibration, fc_rank)
         elif backend == "onnx" and precision == "float32":
-            export_onnx(bundle, path, which, samples=samples)
+            export_onnx(bundle, path, which, samples=samples, fc_rank=fc_rank)
         else:
             raise ConfigError(f"no exported {which} model for backend {backend!r} at {precision!r} "
                               f"(tflite: {PRECISIONS}; onnx: float32)")
@@ -363,22 +408,24 @@ def export_step(bundle, backend: str = "tflite", precision: str = "float32", pat
 
 
 def export_for_tracker(bundle, backend: str = "tflite", precision: str = "float32", directory: str | None = None,
-                       samples: Samples | None = None, calibration: Samples | None = None) -> dict:
-    """Everything ``HandTracker(bundle, backend, precision, **paths)`` runs, exported and verified:
-    {'model_path': the step, 'refiner_path': the centre refiner or None}; into the cache, or into
-    ``directory`` when given (an artifact already in either is used as it is). Parity is checked on
-    ``samples``, int8 calibrated on ``calibration`` (default: ``samples``). Nothing for the Keras
-    backend."""
+                       samples: Samples | None = None, calibration: Samples | None = None,
+                       fc_rank: int | None = None) -> dict:
+    """Everything ``HandTracker(bundle, backend, precision, fc_rank=fc_rank, **paths)`` runs, exported
+    and verified: {'model_path': the step, 'refiner_path': the centre refiner or None}; into the
+    cache, or into ``directory`` when given (an artifact already in either is used as it is). Parity
+    is checked on ``samples``, int8 calibrated on ``calibration`` (default: ``samples``). Nothing for
+    the Keras backend."""
+    from keras_cadstn.runtime import artifact_name
+    fc_rank = check_fc_rank(fc_rank)
     if backend == "keras":
         return {"model_path": None, "refiner_path": None}
     samples = samples or sample_clips(bundle)
 
-    def place(which):
-        if directory is None:
-            return None
-        suffix = f"_{precision}.tflite" if backend == "tflite" else ".onnx"
-        return os.path.join(directory, which + suffix)
-    return {"model_path": export_step(bundle, backend, precision, place("step"), samples, "step", calibration),
+    def place(which):  # the refiner is never low-rank
+        rank = fc_rank if which == "step" else None
+        return None if directory is None else os.path.join(directory, artifact_name(backend, precision, which, rank))
+    return {"model_path": export_step(bundle, backend, precision, place("step"), samples, "step", calibration,
+                                      fc_rank),
             "refiner_path": export_step(bundle, backend, precision, place("refine"), samples, "refine", calibration)
             if bundle.refiner is not None else None}
 
@@ -387,10 +434,16 @@ def export_for_tracker(bundle, backend: str = "tflite", precision: str = "float3
 
 def export_all(bundle, out_dir: str, records: str | None = None, precisions=PRECISIONS, onnx: bool = True,
                saved_model: bool = True, progress: bool = True, num_clips: int = 20,
-               calibration_records: str | None = None) -> list:
+               calibration_records: str | None = None, fc_rank: int | None = None) -> list:
     """Every artifact of a bundle under ``out_dir``; returns (reports, refusals), printed as they come.
     Parity checks use ``num_clips`` clips of T crops (of ``records`` if given); int8 calibration
-    uses as many clips of ``calibration_records`` (e.g. the train split; default: the parity clips)."""
+    uses as many clips of ``calibration_records`` (e.g. the train split; default: the parity clips).
+    ``fc_rank``: the TFLite/ONNX pose models (spatial, step) with low-rank fc layers, named
+    ``..._rank<r>``; the SavedModel and the centre refiner stay as trained."""
+    from keras_cadstn.runtime import artifact_name
+    fc_rank = check_fc_rank(fc_rank)
+    if fc_rank is not None:
+        bundle.low_rank_step(fc_rank)  # no such step: fail before anything is written
     samples = sample_clips(bundle, num_clips=num_clips, records=records)
     calibration = sample_clips(bundle, num_clips=num_clips, records=calibration_records) if calibration_records else None
     reports = []
@@ -414,9 +467,11 @@ def export_all(bundle, out_dir: str, records: str | None = None, precisions=PREC
     for which in MODELS:
         if which == "refine" and bundle.refiner is None:
             continue
+        rank = None if which == "refine" else fc_rank
         for precision in precisions:
-            attempt(lambda: export_tflite(bundle, os.path.join(out_dir, f"{which}_{precision}.tflite"), which,
-                                          precision, samples, calibration))
+            attempt(lambda: export_tflite(bundle, os.path.join(out_dir, artifact_name("tflite", precision, which, rank)),
+                                          which, precision, samples, calibration, rank))
         if onnx:
-            attempt(lambda: export_onnx(bundle, os.path.join(out_dir, f"{which}.onnx"), which, samples=samples))
+            attempt(lambda: export_onnx(bundle, os.path.join(out_dir, artifact_name("onnx", "float32", which, rank)),
+                                        which, samples=samples, fc_rank=rank))
     return reports, refused

@@ -100,15 +100,25 @@ def cache_dir() -> str:
     return os.environ.get("KERAS_CADSTN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
 
 
-def artifact_path(bundle, backend: str, precision: str = "float32", which: str = "step") -> str:
+def artifact_name(backend: str, precision: str = "float32", which: str = "step", fc_rank: int | None = None) -> str:
+    """The file name of an exported model: ``step_int8.tflite``, ``spatial.onnx``; with low-rank fc
+    layers ``step_int8_rank128.tflite``, ``step_rank128.onnx``."""
+    rank = "" if fc_rank is None else f"_rank{fc_rank}"
+    return f"{which}_{precision}{rank}.tflite" if backend == "tflite" else f"{which}{rank}.onnx"
+
+
+def artifact_path(bundle, backend: str, precision: str = "float32", which: str = "step",
+                  fc_rank: int | None = None) -> str:
     """Where the exported ``which`` model ('step', or 'refine': the centre refiner) of ``bundle`` for
-    ``backend``/``precision`` lives in the cache, keyed by the content of the Keras file it comes from
-    (a retrained bundle gets a new entry)."""
-    from keras_cadstn.bundle import MODEL_FILE, REFINER_FILE
+    ``backend``/``precision`` (``fc_rank``: the bundle's step with low-rank fc layers) lives in the
+    cache, keyed by the content of the Keras file it comes from (a retrained bundle or a step made
+    again gets a new entry)."""
+    from keras_cadstn.bundle import MODEL_FILE, REFINER_FILE, low_rank_file
     from keras_cadstn.data.tfrecord import file_sha256
-    name = f"{which}_{precision}.tflite" if backend == "tflite" else f"{which}.onnx"
-    source = os.path.join(bundle.path, REFINER_FILE if which == "refine" else MODEL_FILE)
-    return os.path.join(cache_dir(), "exports", file_sha256(source)[:20], name)
+    source = os.path.join(bundle.path, REFINER_FILE if which == "refine" else
+                          MODEL_FILE if fc_rank is None else low_rank_file(fc_rank))
+    return os.path.join(cache_dir(), "exports", file_sha256(source)[:20],
+                        artifact_name(backend, precision, which, fc_rank))
 
 
 def as_step(runner):

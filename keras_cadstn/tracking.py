@@ -156,27 +156,32 @@ class TrackResult:
 # ----------------------------------------------------------------------------- backends
 
 def make_runner(bundle, which: str = "step", backend: str = "keras", precision: str = "float32",
-                path: str | None = None, num_threads: int | None = None):
+                path: str | None = None, num_threads: int | None = None, fc_rank: int | None = None):
     """A NumPy callable of one of the bundle's models on the chosen backend: ``which`` 'step'
     (crop (1, M, M, 1), h, c, centre motion (1, 3)) -> (joints (1, 3K), h', c'), or 'refine' (the centre refiner:
-    crop (1, S, S, 1) -> offset (1, 3)).
+    crop (1, S, S, 1) -> offset (1, 3)). ``fc_rank``: the bundle's step with low-rank fc layers of
+    that rank (``bundle.add_low_rank_step``, ``cadstn compress``; the refiner is always full rank).
 
     TFLite/ONNX run an exported model: ``path``, or the bundle's entry in the cache that
-    ``keras_cadstn.export.export_for_tracker(bundle, backend, precision)`` (or ``cadstn track``) writes.
+    ``keras_cadstn.export.export_for_tracker(bundle, backend, precision, fc_rank=...)`` (or
+    ``cadstn track``) writes.
     """
+    from keras_cadstn.export import check_fc_rank, keras_artifact_model
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if which == "refine" and bundle.refiner is None:
         raise ConfigError(f"{bundle.path}: the bundle has no centre refiner")
+    fc_rank = check_fc_rank(fc_rank) if which == "step" else None
     if backend == "keras":
-        fn = KerasFunction(bundle.frame_model() if which == "step" else bundle.refiner)
+        fn = KerasFunction(keras_artifact_model(bundle, which, fc_rank=fc_rank))
         return as_step(fn) if which == "step" else as_refiner(fn)
     if backend == "onnx" and precision != "float32":
         raise ConfigError("the ONNX backend is float32 (use TensorRT for reduced precision on a GPU)")
-    path = path or artifact_path(bundle, backend, precision, which)
+    path = path or artifact_path(bundle, backend, precision, which, fc_rank)
     if not os.path.isfile(path):
+        rank = "" if fc_rank is None else f", fc_rank={fc_rank}"
         raise ConfigError(f"no {backend} {precision} {which} model at {path}: export it first with "
-                          f"keras_cadstn.export.export_for_tracker(bundle, {backend!r}, {precision!r}) "
+                          f"keras_cadstn.export.export_for_tracker(bundle, {backend!r}, {precision!r}{rank}) "
                           f"or `cadstn export --bundle {bundle.path} --out DIR` and pass its path")
     runner = RUNNERS[backend](path, num_threads)
     return as_step(runner) if which == "step" else as_refiner(runner)
@@ -189,7 +194,10 @@ class HandTracker:
 
     ``refine``: move the label-free centre with the bundle's centre refiner (default: when the
     bundle has one); ``model_path`` / ``refiner_path``: the exported step / refiner for TFLite and
-    ONNX (``export.export_for_tracker`` gives both).
+    ONNX (``export.export_for_tracker`` gives both); ``fc_rank``: run the bundle's step with low-rank
+    fc layers of that rank (``bundle.add_low_rank_step``, ``cadstn compress``: less weight memory to
+    read per frame; what it does to the error: ``benchmarks/bench_low_rank.py``; default: the
+    trained layers).
 
     >>> tracker = HandTracker(load_bundle("bundle"), backend="tflite")
     >>> result = tracker.update(depth)   # result.joints_mm: (K, 3), or result.found False
@@ -197,17 +205,21 @@ class HandTracker:
 
     def __init__(self, bundle, backend: str = "keras", precision: str = "float32", model_path: str | None = None,
                  localiser: HandLocaliser = HandLocaliser(), num_threads: int | None = None,
-                 reset_every: int | None = None, refine: bool | None = None, refiner_path: str | None = None):
+                 reset_every: int | None = None, refine: bool | None = None, refiner_path: str | None = None,
+                 fc_rank: int | None = None):
         self.bundle = bundle
         self.camera = bundle.camera
         self.cube = np.asarray(bundle.spec.cube, np.float64)
         self.size = bundle.image_size
         self.units = bundle.config.lstm_units
         self.localiser = localiser
-        self.step = make_runner(bundle, "step", backend, precision, model_path, num_threads)
+        self.step = make_runner(bundle, "step", backend, precision, model_path, num_threads, fc_rank)
+        self.fc_rank = fc_rank
         # the label-free centre moved by the bundle's centre refiner (default: when it has one)
         refine = bundle.refiner is not None if refine is None else refine
-        self.refiner = make_runner(bundle, "refine", backend, precision, refiner_path, num_threads) if refine else None
+        # one thread for the refiner: a 32x32 network gains nothing from a second, whose wake-up costs
+        # more (bench_tracking.py, TFLite dynamic_int8: 0.045 instead of 0.059 ms a pass)
+        self.refiner = make_runner(bundle, "refine", backend, precision, refiner_path, 1) if refine else None
         self.backend = backend
         # ours: None carries the LSTM state for the whole stream; an int restarts it every N frames
         # (the temporal network was trained on clips of T; track_split reports which was used)
@@ -275,7 +287,9 @@ class HandTracker:
             reference = refine_centre(self.refiner, depth_mm, start, self.cube, self.camera,
                                       self.bundle.refiner_config)
             try:
-                center = hand_center(depth_mm, reference, self.cube, self.camera)
+                # the first of the two passes on every ``step``-th pixel, as the localiser's (the
+                # last is at full resolution): on the demo's validation split the same error
+                center = hand_center(depth_mm, reference, self.cube, self.camera, coarse_step=self.localiser.step)
             except NoHandError:
                 continue
             self.previous_reference = reference

@@ -82,10 +82,11 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     cfg = DemoConfig(workdir=str(tmp_path), frames_per_sequence=24, train_sequences=2, val_sequences=1,
                      test_sequences=1, image_size=32, seq_len=4, network=(("fc_units", 32), ("lstm_units", 16)),
                      seeds=2, train=train, refiner=RefinerConfig(image_size=16, filters=(4, 8), fc_units=16),
-                     refiner_person_sequences=1, refiner_person_frames=3)
+                     refiner_person_sequences=1, refiner_person_frames=3, fc_rank=4)
     res = run_demo(cfg)
-    # the tracker's rows: labelled centre, the localiser's, and the localiser's moved by the refiner
-    assert list(res["tracker"]) == ["labelled", "localiser", "localiser + refiner"]
+    # the tracker's rows: labelled centre, the localiser's, the localiser's moved by the refiner, and
+    # that with the bundle's step of fc rank 4 (fitted to the 48 training crops)
+    assert list(res["tracker"]) == ["labelled", "localiser", "localiser + refiner", "localiser + refiner, fc rank 4"]
     assert all(v["frames"] == 24 for v in res["tracker"].values())
     assert os.path.isfile(tmp_path / "run" / "refine" / "model.keras")
     with np.load(tmp_path / "run" / "refine" / "examples.npz") as examples:  # 8 crops a frame: training + person
@@ -107,6 +108,7 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     from keras_cadstn import load_bundle
     bundle = load_bundle(res["bundle"])
     assert bundle.image_size == 32 and bundle.refiner_config.image_size == 16 and bundle.refiner is not None
+    assert bundle.low_rank_step(4).get_layer("spatial_inference").get_layer("h1_depth_rank4").rank == 4
 
 
 def test_the_refiners_person_scenes(tmp_path):

@@ -18,6 +18,14 @@ def test_uvd_to_xyz_hand_computed():
 def test_uvd_xyz_round_trip_vectorised(rng):
     uvd = np.stack([rng.uniform(0, 640, (7, 14)), rng.uniform(0, 480, (7, 14)), rng.uniform(300, 900, (7, 14))], -1)
     np.testing.assert_allclose(NYU_CAMERA.xyz_to_uvd(NYU_CAMERA.uvd_to_xyz(uvd)), uvd, atol=1e-9)
+    # one point at a time (the tracker's case, computed apart): the very same numbers
+    xyz = NYU_CAMERA.uvd_to_xyz(uvd).reshape(-1, 3)
+    back = NYU_CAMERA.xyz_to_uvd(xyz)
+    for point, expected, expected_back in zip(uvd.reshape(-1, 3), xyz, back):
+        np.testing.assert_array_equal(NYU_CAMERA.uvd_to_xyz(point), expected)
+        np.testing.assert_array_equal(NYU_CAMERA.xyz_to_uvd(expected), expected_back)
+    with pytest.raises(ValueError, match="z > 0"):
+        NYU_CAMERA.xyz_to_uvd([10.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="z > 0"):
         NYU_CAMERA.xyz_to_uvd([[0, 0, 0]])
 
