@@ -33,7 +33,8 @@ import numpy as np
 
 from keras_cadstn import atomic
 from keras_cadstn.errors import ConfigError, ParityError
-from keras_cadstn.runtime import (KerasFunction, ONNXRunner, Samples, TFLiteRunner, as_step, run_step_over_clips,
+from keras_cadstn.runtime import (KerasFunction, ONNXRunner, Samples, TFLiteRunner, as_step, check_fc_rank,
+                                  run_step_over_clips,
                                   sample_clips)
 
 # Largest allowed |artifact - Keras| in mm: float32 its max (0.01 mm: the same function); reduced
@@ -213,15 +214,6 @@ def _named_tf_function(keras_model):
         return {n: tf.identity(o, name=n) for n, o in zip(names, outs)}
 
     return tf.function(fn)
-
-
-def check_fc_rank(fc_rank) -> int | None:
-    """None (full rank) or a rank >= 1 as an int; ``ConfigError`` otherwise."""
-    if fc_rank is None:
-        return None
-    if isinstance(fc_rank, bool) or not isinstance(fc_rank, (int, np.integer)) or fc_rank < 1:
-        raise ConfigError(f"fc_rank must be None (full rank) or an integer >= 1, got {fc_rank!r}")
-    return int(fc_rank)
 
 
 def keras_artifact_model(bundle, which: str, folded: bool = False, fc_rank: int | None = None):

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from keras_cadstn.errors import DataError
+from keras_cadstn.errors import ConfigError, DataError
 
 
 class KerasFunction:
@@ -98,6 +98,15 @@ def cache_dir() -> str:
     """Where exported step models of bundles are kept for the tracker (``$KERAS_CADSTN_CACHE`` or
     ``~/.cache/keras_cadstn``): never inside the bundle, which may be read-only."""
     return os.environ.get("KERAS_CADSTN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn")
+
+
+def check_fc_rank(fc_rank) -> int | None:
+    """None (full rank) or a rank >= 1 as an int; ``ConfigError`` otherwise."""
+    if fc_rank is None:
+        return None
+    if isinstance(fc_rank, bool) or not isinstance(fc_rank, (int, np.integer)) or fc_rank < 1:
+        raise ConfigError(f"fc_rank must be None (full rank) or an integer >= 1, got {fc_rank!r}")
+    return int(fc_rank)
 
 
 def artifact_name(backend: str, precision: str = "float32", which: str = "step", fc_rank: int | None = None) -> str:

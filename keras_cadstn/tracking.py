@@ -18,7 +18,7 @@ from keras_cadstn.detect import DETECTOR_PATH, load_detector
 from keras_cadstn.errors import ConfigError, DataError, NoHandError
 from keras_cadstn.preprocessing import centre_motion, check_depth_image, crop_and_normalize, hand_center, joints_to_mm
 from keras_cadstn.refine import refine_centre
-from keras_cadstn.runtime import RUNNERS, KerasFunction, artifact_path, as_refiner, as_step
+from keras_cadstn.runtime import RUNNERS, KerasFunction, artifact_path, as_refiner, as_step, check_fc_rank
 
 BACKENDS = ("keras", "tflite", "onnx")
 
@@ -166,14 +166,15 @@ def make_runner(bundle, which: str = "step", backend: str = "keras", precision: 
     ``keras_cadstn.export.export_for_tracker(bundle, backend, precision, fc_rank=...)`` (or
     ``cadstn track``) writes.
     """
-    from keras_cadstn.export import check_fc_rank, keras_artifact_model
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if which == "refine" and bundle.refiner is None:
         raise ConfigError(f"{bundle.path}: the bundle has no centre refiner")
     fc_rank = check_fc_rank(fc_rank) if which == "step" else None
     if backend == "keras":
-        fn = KerasFunction(keras_artifact_model(bundle, which, fc_rank=fc_rank))
+        model = (bundle.refiner if which == "refine" else bundle.frame_model() if fc_rank is None
+                 else bundle.low_rank_step(fc_rank))
+        fn = KerasFunction(model)
         return as_step(fn) if which == "step" else as_refiner(fn)
     if backend == "onnx" and precision != "float32":
         raise ConfigError("the ONNX backend is float32 (use TensorRT for reduced precision on a GPU)")

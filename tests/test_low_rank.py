@@ -96,7 +96,7 @@ def test_low_rank_step_model(tiny_bundle, rng, tmp_path):
 
 
 def test_bad_rank_is_refused(tiny_bundle):
-    from keras_cadstn.export import check_fc_rank
+    from keras_cadstn.runtime import check_fc_rank
     for bad in (0, -3, 2.5, "8", True):
         with pytest.raises(ConfigError, match="fc_rank must be None"):
             check_fc_rank(bad)
