@@ -87,6 +87,11 @@ class Bundle:
         from keras_cadstn.models.streaming import build_streaming_cadstn
         return build_streaming_cadstn(spatial or self.spatial_model(), self.temporal_step(), self.gate_model())
 
+    def step_model(self, fc_rank: int | None = None):
+        """The streaming step the tracker runs: ``frame_model()``, or with ``fc_rank`` the bundle's
+        step with low-rank fc layers of that rank (``low_rank_step``)."""
+        return self.frame_model() if fc_rank is None else self.low_rank_step(fc_rank)
+
     def low_rank_step(self, rank: int):
         """The streaming step with low-rank fc layers of ``rank`` stored in the bundle
         (``add_low_rank_step``): the same inputs and outputs as ``frame_model()``."""

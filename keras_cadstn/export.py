@@ -218,29 +218,36 @@ def _named_tf_function(keras_model):
 
 def keras_artifact_model(bundle, which: str, folded: bool = False, fc_rank: int | None = None):
     """The Keras model of an artifact: the one it is checked against or, ``folded``, what is
-    converted: the same function with the sliced branch's linear convolution pairs folded into one
-    (``fold_sliced_convolutions``). ``fc_rank``: the pose models (spatial, step) of the bundle's
-    step with low-rank fc layers of that rank (``bundle.add_low_rank_step``); the centre refiner is
-    small and always exported as it is."""
-    from keras_cadstn.models import fold_sliced_convolutions
+    converted (``fold_artifact_model``). ``fc_rank``: the pose models (spatial, step) of the
+    bundle's step with low-rank fc layers of that rank (``bundle.add_low_rank_step``); the centre
+    refiner is small and always exported as it is."""
     if which not in MODELS:
         raise ConfigError(f"model must be one of {MODELS}, got {which!r}")
     fc_rank = check_fc_rank(fc_rank)
     if which == "refine":
         if bundle.refiner is None:
             raise ConfigError(f"{bundle.path}: the bundle has no centre refiner to export")
-        return bundle.refiner
-    if fc_rank is None:
-        spatial = bundle.spatial_model()
-        spatial = fold_sliced_convolutions(spatial) if folded else spatial
-        return spatial if which == "spatial" else bundle.frame_model(spatial)
-    from keras_cadstn.models.streaming import build_streaming_cadstn
-    step = bundle.low_rank_step(fc_rank)
-    spatial = step.get_layer("spatial_inference")
+        model = bundle.refiner
+    elif which == "spatial" and fc_rank is None:
+        model = bundle.spatial_model()
+    else:
+        step = bundle.step_model(fc_rank)
+        model = step if which == "step" else step.get_layer("spatial_inference")
+    return fold_artifact_model(model, which) if folded else model
+
+
+def fold_artifact_model(model, which: str):
+    """What is converted for an artifact's Keras ``model`` (``keras_artifact_model``): the same
+    function with the sliced branch's linear convolution pairs folded into one
+    (``fold_sliced_convolutions``); every other layer shared."""
+    from keras_cadstn.models import fold_sliced_convolutions
+    from keras_cadstn.models.streaming import build_streaming_cadstn, streaming_parts
+    if which == "refine":
+        return model
     if which == "spatial":
-        return fold_sliced_convolutions(spatial) if folded else spatial
-    return (build_streaming_cadstn(fold_sliced_convolutions(spatial), step.get_layer("temporal_stream"),
-                                   step.get_layer("gate")) if folded else step)
+        return fold_sliced_convolutions(model)
+    spatial, temporal, gate = streaming_parts(model)
+    return build_streaming_cadstn(fold_sliced_convolutions(spatial), temporal, gate)
 
 
 def _rank_error_mm(bundle, which: str, low_rank_keras, samples: Samples) -> float:
@@ -328,7 +335,7 @@ def export_tflite(bundle, path: str, which: str = "step", precision: str = "floa
     rank = check_fc_rank(fc_rank) if which != "refine" else None
     keras_model = keras_artifact_model(bundle, which, fc_rank=rank)
     samples = samples or sample_clips(bundle)
-    data = convert_tflite(keras_artifact_model(bundle, which, folded=True, fc_rank=rank), precision,
+    data = convert_tflite(fold_artifact_model(keras_model, which), precision,
                           lambda: representative_inputs(keras_model, calibration or samples, which))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = atomic.temporary_path(path, ".tflite")
@@ -373,7 +380,7 @@ def export_onnx(bundle, path: str, which: str = "step", opset: int = 17,
     samples = samples or sample_clips(bundle)
     tmp = atomic.temporary_path(path, ".onnx")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf2onnx.convert.from_function(_named_tf_function(keras_artifact_model(bundle, which, folded=True, fc_rank=rank)),
+    tf2onnx.convert.from_function(_named_tf_function(fold_artifact_model(keras_model, which)),
                                   input_signature=_input_specs(keras_model, None), opset=opset, output_path=tmp)
     return _verify_and_publish(tmp, path, "onnx", which, "float32", keras_model, ONNXRunner(tmp), samples,
                                batch_one=False, bundle=bundle, fc_rank=rank)

@@ -172,9 +172,7 @@ def make_runner(bundle, which: str = "step", backend: str = "keras", precision: 
         raise ConfigError(f"{bundle.path}: the bundle has no centre refiner")
     fc_rank = check_fc_rank(fc_rank) if which == "step" else None
     if backend == "keras":
-        model = (bundle.refiner if which == "refine" else bundle.frame_model() if fc_rank is None
-                 else bundle.low_rank_step(fc_rank))
-        fn = KerasFunction(model)
+        fn = KerasFunction(bundle.refiner if which == "refine" else bundle.step_model(fc_rank))
         return as_step(fn) if which == "step" else as_refiner(fn)
     if backend == "onnx" and precision != "float32":
         raise ConfigError("the ONNX backend is float32 (use TensorRT for reduced precision on a GPU)")
@@ -215,7 +213,6 @@ class HandTracker:
         self.units = bundle.config.lstm_units
         self.localiser = localiser
         self.step = make_runner(bundle, "step", backend, precision, model_path, num_threads, fc_rank)
-        self.fc_rank = fc_rank
         # the label-free centre moved by the bundle's centre refiner (default: when it has one)
         refine = bundle.refiner is not None if refine is None else refine
         # one thread for the refiner: a 32x32 network gains nothing from a second, whose wake-up costs

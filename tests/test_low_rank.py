@@ -240,3 +240,20 @@ def test_paper_size_step_at_rank_16_hand_counted():
     x = [np.zeros((1,) + tuple(t.shape[1:]), np.float32) for t in low.inputs]
     joints, h, c = low(x)
     assert joints.shape == (1, 42) and h.shape == c.shape == (1, 1024)
+
+
+def test_low_rank_step_of_the_papers_network_exports(tmp_path, synth_records):
+    """The paper's options (no centre motion, a gate on the crop, named ``gate_network``): the stored
+    step converts with its sliced convolutions folded and matches its Keras model."""
+    from conftest import NETWORK_OPTIONS, make_tiny_bundle
+
+    from keras_cadstn.bundle import add_low_rank_step
+    from keras_cadstn.export import export_tflite
+    from keras_cadstn.runtime import sample_clips
+    bundle = make_tiny_bundle(tmp_path, **NETWORK_OPTIONS["paper"])
+    train = os.path.join(synth_records, "train", "*.tfrecord")
+    add_low_rank_step(bundle, 4, sample_clips(bundle, 8, records=train).crops, train)
+    assert isinstance(bundle.low_rank_step(4).get_layer("gate_network").get_layer("fc1_rank4"), LowRankDense)
+    report = export_tflite(bundle, str(tmp_path / "step.tflite"), "step", "float32", sample_clips(bundle, 2),
+                           fc_rank=4)
+    assert report.max_abs_mm <= 0.01 and report.rank_mean_mm > 0.01

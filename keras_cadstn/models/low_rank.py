@@ -3,10 +3,11 @@
 At 128x128 the streaming step holds 36M weights, 25M of them in three fc layers that read the
 flattened 8x8x128 conv features (the spatial network's two H1 layers and the temporal encoder's fc1)
 and 2M in the two H2 layers. Every frame reads all of them: 36 MB in int8, more than a 2-core
-machine's L3 cache, so the step waits on memory. A trained kernel W (in, out) is replaced by its
-truncated SVD, W ~ A B with A (in, r) and B (r, out): the best rank-r approximation in the
-Frobenius norm, computed once, no retraining. What it costs in accuracy is measured, never assumed:
-``benchmarks/bench_low_rank.py`` chooses the rank on the validation split and reports the test error.
+machine's L3 cache, so the step waits on memory. A trained kernel W (in, out) is replaced by two
+factors, W ~ A B with A (in, r) and B (r, out), fitted to what the layer reads on training crops
+(``factorise_dense``; the kernel's truncated SVD where no crops reach it), computed once, no
+retraining. What it does to the error is measured, never assumed: ``benchmarks/bench_low_rank.py``
+chooses the rank on the validation split and reports the test error.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class LowRankDense(keras.layers.Layer):
 
 def worth_factorising(layer, rank: int) -> bool:
     """Whether ``layer`` is a plain Dense layer whose rank-``rank`` factors hold at most half of its
-    kernel's weights (the output layers, 3K wide, never are)."""
+    kernel's weights (the 3K-wide output layers only at small ranks: 16 for K = 14)."""
     if type(layer) is not keras.layers.Dense:
         return False
     fan_in, units = layer.kernel.shape

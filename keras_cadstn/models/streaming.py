@@ -32,3 +32,14 @@ def build_streaming_cadstn(spatial: keras.Model, temporal_step: keras.Model, gat
     h2 = keras.layers.Identity(name="lstm_h_out")(h2)
     c2 = keras.layers.Identity(name="lstm_c_out")(c2)
     return keras.Model(inputs, [joints, h2, c2], name="cadstn_step")
+
+
+def streaming_parts(step: keras.Model) -> tuple:
+    """(spatial, temporal step, gate) of a model ``build_streaming_cadstn`` made: its three
+    sub-models (the gate is named after its kind, ``gate`` or ``gate_network``)."""
+    spatial, temporal = step.get_layer("spatial_inference"), step.get_layer("temporal_stream")
+    gates = [layer for layer in step.layers if isinstance(layer, keras.Model) and layer not in (spatial, temporal)]
+    if len(gates) != 1:
+        raise ValueError(f"{step.name}: expected one gate sub-model besides the spatial and temporal ones, got "
+                         f"{[g.name for g in gates]}")
+    return spatial, temporal, gates[0]
