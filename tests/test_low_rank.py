@@ -156,6 +156,20 @@ def test_bundle_stores_the_fitted_low_rank_step(low_rank_bundle, synth_records, 
     assert os.path.isfile(other)
 
 
+def test_low_rank_step_loads_in_a_fresh_process(low_rank_bundle):
+    """What `cadstn track --fc-rank` and `cadstn export` do in a new process: nothing but
+    load_bundle imported before the step (whose LowRankDense must be registered by then)."""
+    import subprocess
+    import sys
+    code = ("import sys; from keras_cadstn.bundle import load_bundle; "
+            "m = load_bundle(sys.argv[1]).low_rank_step(4); "
+            "print(sorted({type(l).__name__ for l in m._flatten_layers()} & {'LowRankDense'}))")
+    out = subprocess.run([sys.executable, "-c", code, low_rank_bundle.path], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['LowRankDense']"
+
+
 def make_other_model_file(folder):
     """Overwrite a bundle's cadstn.keras with the same network, other weights."""
     from keras_cadstn.bundle import MODEL_FILE, load_keras_model
