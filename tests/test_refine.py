@@ -50,6 +50,38 @@ def test_refine_centre_applies_the_refiner_iterations_times():
     np.testing.assert_array_equal(back, start)
 
 
+def test_reference_joint_kept_inside_the_hand_hand_computed():
+    from keras_cadstn.refine import SURFACE_WINDOW_PX, keep_inside_hand, surface_depth
+    depth = np.zeros((480, 640))
+    depth[:, :] = 1500.0  # a wall far behind: not the surface at a point near 600 mm
+    r = SURFACE_WINDOW_PX
+    depth[200 - r:200 + r + 1, 300 - r:300 + r + 1] = 600.0  # the palm's surface
+    depth[200 - r, 300 - r:300 + r + 1] = 0.0  # a row without readings
+    depth[200 + r, 300 - r:300 - r + 4] = 580.0  # a few nearer pixels: the median ignores them
+    assert surface_depth(depth, [300.0, 200.0, 630.0], 150.0) == 600.0
+    assert surface_depth(np.zeros((480, 640)), [300.0, 200.0, 630.0], 150.0) is None
+    assert RefinerConfig().max_behind_surface_mm is None  # off unless asked for
+    config = RefinerConfig(max_behind_surface_mm=20.0)  # 20 mm at most, put 14 mm behind
+    np.testing.assert_array_equal(keep_inside_hand(depth, np.array([300.4, 199.6, 630.0]), CUBE, config),
+                                  [300.4, 199.6, 614.0])
+    inside = np.array([300.0, 200.0, 619.0])  # 19 mm behind: kept
+    np.testing.assert_array_equal(keep_inside_hand(depth, inside, CUBE, config), inside)
+    deep = np.array([300.0, 200.0, 700.0])
+    np.testing.assert_array_equal(keep_inside_hand(depth, deep, CUBE, RefinerConfig()), deep)
+    np.testing.assert_array_equal(keep_inside_hand(np.zeros((480, 640)), deep, CUBE, config), deep)
+    # every pass of refine_centre is checked: a refiner that pushes 60 mm deeper each time ends
+    # 14 mm behind the surface; the pixel moves towards the principal point as x, y stay while z
+    # grows (600 -> 660, then 614 -> 674)
+    push = refine_centre(lambda crop: np.array([[0.0, 0.0, 60.0 / 150.0]]), depth, np.array([300.0, 200.0, 600.0]),
+                         CUBE, NYU_CAMERA, config)
+    cam = NYU_CAMERA
+    u = cam.cx + (cam.cx + (300.0 - cam.cx) * 600.0 / 660.0 - cam.cx) * 614.0 / 674.0
+    v = cam.cy + (200.0 - cam.cy) * 600.0 / 660.0 * 614.0 / 674.0
+    np.testing.assert_allclose(push, [u, v, 614.0], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="max_behind_surface_mm"):
+        RefinerConfig(max_behind_surface_mm=10.0, behind_surface_mm=14.0)
+
+
 @pytest.fixture(scope="module")
 def train_split(synth_root):
     return load_nyu(synth_root, "train")
