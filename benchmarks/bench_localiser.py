@@ -60,6 +60,20 @@ def synthetic_scenes(args, localiser, bundle=None):
     return rows, no_hand_says_hand
 
 
+def annotated_palms(cam) -> list:
+    """(file name, palm xyz mm) of each real frame: the annotated pixel at the median depth of the
+    valid pixels around it (a point on the palm's surface)."""
+    import cv2
+    palms = []
+    for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]:
+        name, u, v = line.split()
+        depth = cam.to_mm(cv2.imread(os.path.join(REAL, name), cv2.IMREAD_UNCHANGED))
+        u, v = float(u), float(v)
+        window = depth[int(v) - 5:int(v) + 6, int(u) - 5:int(u) + 6]
+        palms.append((name, cam.uvd_to_xyz([u, v, np.median(window[window > 0])])))
+    return palms
+
+
 def real_frames(localiser, bundle=None):
     """Per real frame: the detection's crop centre from the annotated palm (mm, inf = no hand) and,
     with a ``bundle`` that has a centre refiner, the reference joint refined from it (else None)."""
@@ -71,12 +85,8 @@ def real_frames(localiser, bundle=None):
     refiner = as_refiner(KerasFunction(bundle.refiner)) if bundle is not None else None
     cube = np.array([300.0, 300.0, 300.0])
     errors, refined = [], []
-    for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]:
-        name, u, v = line.split()
+    for name, palm in annotated_palms(cam):
         depth = cam.to_mm(cv2.imread(os.path.join(REAL, name), cv2.IMREAD_UNCHANGED))
-        u, v = float(u), float(v)
-        window = depth[int(v) - 5:int(v) + 6, int(u) - 5:int(u) + 6]
-        palm = cam.uvd_to_xyz([u, v, np.median(window[window > 0])])
         found = localiser.detect(depth, cube, cam)
         errors.append(np.inf if found is None else float(np.linalg.norm(cam.uvd_to_xyz(found) - palm)))
         if refiner is not None:

@@ -57,6 +57,30 @@ def validation_scenes(bundle, scenes: int, frames: int, seed: int = 3000) -> tup
     return np.asarray(joint), np.asarray(centre)
 
 
+def real_offsets(bundle) -> np.ndarray:
+    """Per real frame (tests/data/real_frames): the x, y distance (mm) from the annotated palm of
+    the detection's crop centre and of the joint refined from it, and how far (mm) the refined
+    joint lies behind the palm's surface point."""
+    import bench_localiser
+    import cv2
+    from keras_cadstn.refine import refine_centre
+    from keras_cadstn.runtime import KerasFunction, as_refiner
+    from keras_cadstn.sources import PngFolderSource
+    from keras_cadstn.tracking import HandLocaliser
+    cam, cube, localiser = PngFolderSource(bench_localiser.REAL).camera, np.array([300.0, 300.0, 300.0]), HandLocaliser()
+    refiner = as_refiner(KerasFunction(bundle.refiner))
+    rows = []
+    for name, palm in bench_localiser.annotated_palms(cam):
+        depth = cam.to_mm(cv2.imread(os.path.join(bench_localiser.REAL, name), cv2.IMREAD_UNCHANGED))
+        found = localiser.detect(depth, cube, cam)
+        if found is None:
+            continue
+        moved = cam.uvd_to_xyz(refine_centre(refiner, depth, found, cube, cam, bundle.refiner_config))
+        rows.append((np.linalg.norm(cam.uvd_to_xyz(found)[:2] - palm[:2]), np.linalg.norm(moved[:2] - palm[:2]),
+                     moved[2] - palm[2]))
+    return np.asarray(rows)
+
+
 def main():
     import bench_localiser
     from keras_cadstn.demo import DEFAULT_WORKDIR
@@ -94,6 +118,10 @@ def main():
         print(f"| {'off' if limit is None else f'{limit:g}'} | {100 * np.mean(joint <= 50):.1f}% | "
               f"{100 * np.mean(centre <= 20):.1f}% / {np.median(centre):.1f} | {error:.2f} | "
               f"{np.sum(real <= 60)} of {len(real)} / {np.median(real):.0f} / {np.max(real):.0f} |")
+    off = real_offsets(base)
+    print(f"\nReal frames, check off: x, y distance from the annotated palm, median {np.median(off[:, 0]):.0f} mm "
+          f"(detection) and {np.median(off[:, 1]):.0f} mm (refined); the refined joint "
+          f"{off[:, 2].min():.0f}-{off[:, 2].max():.0f} mm behind the palm's surface point (median {np.median(off[:, 2]):.0f})")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 
