@@ -216,9 +216,9 @@ def _named_tf_function(keras_model):
     return tf.function(fn)
 
 
-def keras_artifact_model(bundle, which: str, folded: bool = False, fc_rank: int | None = None):
-    """The Keras model of an artifact: the one it is checked against or, ``folded``, what is
-    converted (``fold_artifact_model``). ``fc_rank``: the pose models (spatial, step) of the
+def keras_artifact_model(bundle, which: str, fc_rank: int | None = None):
+    """The Keras model an artifact is checked against (what is converted: ``fold_artifact_model``
+    of it). ``fc_rank``: the pose models (spatial, step) of the
     bundle's step with low-rank fc layers of that rank (``bundle.add_low_rank_step``); the centre
     refiner is small and always exported as it is."""
     if which not in MODELS:
@@ -232,22 +232,28 @@ def keras_artifact_model(bundle, which: str, folded: bool = False, fc_rank: int 
         model = bundle.spatial_model()
     else:
         step = bundle.step_model(fc_rank)
-        model = step if which == "step" else step.get_layer("spatial_inference")
-    return fold_artifact_model(model, which) if folded else model
+        return step if which == "step" else step.get_layer("spatial_inference")
+    return model
 
 
-def fold_artifact_model(model, which: str):
+# TFLite precisions whose graphs compute in float32, where the slicing's comparisons may be
+# written as float steps (``slice_volume``): not float16 (the scale overflows it) nor int8
+FLOAT_STEP_PRECISIONS = ("float32", "dynamic_int8")
+
+
+def fold_artifact_model(model, which: str, float_steps: bool = False):
     """What is converted for an artifact's Keras ``model`` (``keras_artifact_model``): the same
-    function with the sliced branch's linear convolution pairs folded into one
-    (``fold_sliced_convolutions``); every other layer shared."""
+    function with the sliced branch's linear convolution pairs folded into one and, with
+    ``float_steps``, the slicing's comparisons as float steps (``fold_sliced_convolutions``);
+    every other layer shared."""
     from keras_cadstn.models import fold_sliced_convolutions
     from keras_cadstn.models.streaming import build_streaming_cadstn, streaming_parts
     if which == "refine":
         return model
     if which == "spatial":
-        return fold_sliced_convolutions(model)
+        return fold_sliced_convolutions(model, float_steps)
     spatial, temporal, gate = streaming_parts(model)
-    return build_streaming_cadstn(fold_sliced_convolutions(spatial), temporal, gate)
+    return build_streaming_cadstn(fold_sliced_convolutions(spatial, float_steps), temporal, gate)
 
 
 def _rank_error_mm(bundle, which: str, low_rank_keras, samples: Samples) -> float:
@@ -335,7 +341,7 @@ def export_tflite(bundle, path: str, which: str = "step", precision: str = "floa
     rank = check_fc_rank(fc_rank) if which != "refine" else None
     keras_model = keras_artifact_model(bundle, which, fc_rank=rank)
     samples = samples or sample_clips(bundle)
-    data = convert_tflite(fold_artifact_model(keras_model, which), precision,
+    data = convert_tflite(fold_artifact_model(keras_model, which, precision in FLOAT_STEP_PRECISIONS), precision,
                           lambda: representative_inputs(keras_model, calibration or samples, which))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = atomic.temporary_path(path, ".tflite")

@@ -192,6 +192,27 @@ def test_sliced_volume_survives_full_integer_quantisation(samples):
         export.convert_tflite(model, "int8")
 
 
+def test_float_graphs_slice_with_float_steps(tiny_bundle, samples):
+    """float32 and dynamic_int8 TFLite convert the step with the slicing's comparisons as float
+    steps (no comparison op left; the same volume); float16 and int8 keep the comparisons."""
+    import keras
+
+    from keras_cadstn.models.layers import SliceVolume
+    from keras_cadstn.preprocessing import slice_volume
+
+    def op_names(data):
+        return {op["op_name"] for op in export.TFLiteRunner(data).interpreter._get_ops_details()}
+    step = export.keras_artifact_model(tiny_bundle, "step")
+    for precision, float_steps in (("float32", True), ("dynamic_int8", True), ("float16", False)):
+        folded = export.fold_artifact_model(step, "step", precision in export.FLOAT_STEP_PRECISIONS)
+        ops = op_names(export.convert_tflite(folded, precision))
+        assert ("GREATER_EQUAL" not in ops) == float_steps, (precision, sorted(ops))
+    crop = keras.Input(samples.crops.shape[1:], name="crop")
+    runner = export.TFLiteRunner(export.convert_tflite(keras.Model(crop, SliceVolume(8, float_steps=True)(crop))))
+    got = np.concatenate([runner(crop=c[None])["joints"] for c in samples.crops])
+    np.testing.assert_array_equal(got, np.asarray(slice_volume(samples.crops, 8)))
+
+
 def test_failed_parity_writes_nothing(tiny_bundle, samples, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCE_MM, "float16", 0.0)  # float16 always differs a little
     (tmp_path / "spatial.tflite").write_bytes(b"an older export of another model")

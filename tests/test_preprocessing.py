@@ -144,23 +144,25 @@ def _slice_reference(crop, num_slices):
     return out
 
 
-def test_slice_volume_matches_numpy_reference(rng):
+@pytest.mark.parametrize("float_steps", [False, True])
+def test_slice_volume_matches_numpy_reference(rng, float_steps):
     crops = rng.uniform(-1, 1, (4, 16, 16)).astype(np.float32)
     crops[rng.random(crops.shape) < 0.4] = 1.0  # background
     crops[1, 3, 3] = crops[1][crops[1] < 1].max()  # ties at Dmax
-    got = np.asarray(slice_volume(crops[..., None], 8))
+    got = np.asarray(slice_volume(crops[..., None], 8, float_steps))
     assert got.shape == (4, 16, 16, 8)
     for c, g in zip(crops, got):
         np.testing.assert_array_equal(g, _slice_reference(c, 8))
 
 
-def test_slice_volume_pixels_on_slice_boundaries():
+@pytest.mark.parametrize("float_steps", [False, True])
+def test_slice_volume_pixels_on_slice_boundaries(float_steps):
     # values in 1/64 steps are exact in float32, so Dmin + i*span/L is hit exactly: a pixel on a
     # boundary starts the upper slice (floor), Dmax is in the last slice, not slice L
     crop = np.ones((1, 4, 4, 1), np.float32)
     values = np.array([-16, -12, -8, -4, 0, 4, 8, 12, 16, -15, 3, 13]) / 64.0  # Dmin -1/4, Dmax 1/4
     crop.reshape(-1)[:len(values)] = values
-    vol = np.asarray(slice_volume(crop, 8)).reshape(-1, 8)
+    vol = np.asarray(slice_volume(crop, 8, float_steps)).reshape(-1, 8)
     expected_slice = [0, 1, 2, 3, 4, 5, 6, 7, 7, 0, 4, 7]
     np.testing.assert_array_equal(vol[:len(values)].argmax(-1), expected_slice)
     assert vol[:len(values)].sum() == len(values) and vol[len(values):].sum() == 0
@@ -184,19 +186,34 @@ def test_slice_volume_hand_mask_survives_8bit_steps(rng):
         assert np.abs(got.argmax(-1)[hand] - ref.argmax(-1)[hand]).max() <= 1
 
 
-def test_slice_volume_edges():
+def test_float_steps_are_comparisons_in_float32():
+    """clip((a - b) * 2^126 + 1, 0, 1) against a >= b on neighbouring float32 numbers, zero, the
+    smallest normal differences and the crop's extremes."""
+    from keras import ops
+
+    from keras_cadstn.preprocessing import FLOAT_STEP_SCALE
+    tiny = np.float32(2.0 ** -126)
+    a = np.array([0.5, np.nextafter(np.float32(0.5), np.float32(1)), np.nextafter(np.float32(0.5), np.float32(0)),
+                  0.0, tiny, -tiny, 1.0, -1.0, VOLUME_THRESHOLD, HAND_LIMIT], np.float32)
+    for b in (np.float32(0.5), np.float32(0.0), np.float32(VOLUME_THRESHOLD), np.float32(-1.0), np.float32(1.0)):
+        steps = np.asarray(ops.clip((ops.convert_to_tensor(a) - b) * FLOAT_STEP_SCALE + 1.0, 0.0, 1.0))
+        np.testing.assert_array_equal(steps, (a >= b).astype(np.float32), err_msg=f"b = {b}")
+
+
+@pytest.mark.parametrize("float_steps", [False, True])
+def test_slice_volume_edges(float_steps):
     crop = np.full((1, 8, 8, 1), 1.0, np.float32)
-    assert np.asarray(slice_volume(crop, 8)).sum() == 0  # no hand pixel
+    assert np.asarray(slice_volume(crop, 8, float_steps)).sum() == 0  # no hand pixel
     crop[0, 2:4, 2:4] = -0.25  # one depth value: all in slice 0
-    vol = np.asarray(slice_volume(crop, 8))
+    vol = np.asarray(slice_volume(crop, 8, float_steps))
     assert vol[0, 2:4, 2:4, 0].sum() == 4 and vol.sum() == 4
     crop[0, 5, 5] = 0.75  # Dmax: last slice, not L
-    vol = np.asarray(slice_volume(crop, 8))
+    vol = np.asarray(slice_volume(crop, 8, float_steps))
     assert vol[0, 5, 5, 7] == 1 and vol[0, 2, 2, 0] == 1 and vol.sum() == 5
     # works with leading (batch, time) axes
-    assert np.asarray(slice_volume(np.repeat(crop[None], 3, 0), 4)).shape == (3, 1, 8, 8, 4)
+    assert np.asarray(slice_volume(np.repeat(crop[None], 3, 0), 4, float_steps)).shape == (3, 1, 8, 8, 4)
     # in the gap under the background that crops leave empty (above 1 - 1/64): not hand
     crop[0, 6, 6] = 0.99
     crop[0, 6, 7] = HAND_LIMIT - 1 / 64  # 0.953125: hand, the new Dmax, last slice; 0.75 falls to slice 6
-    vol = np.asarray(slice_volume(crop, 8))
+    vol = np.asarray(slice_volume(crop, 8, float_steps))
     assert vol[0, 6, 6].sum() == 0 and vol[0, 6, 7, 7] == 1 and vol[0, 5, 5, 6] == 1 and vol.sum() == 6

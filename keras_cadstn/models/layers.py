@@ -14,18 +14,19 @@ PACKAGE = "keras_cadstn"
 class SliceVolume(keras.layers.Layer):
     """Normalised depth crop (..., M, M, 1) -> sliced 3D volume (..., M, M, L), inside the model."""
 
-    def __init__(self, num_slices: int = 8, **kwargs):
+    def __init__(self, num_slices: int = 8, float_steps: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_slices = num_slices
+        self.float_steps = float_steps  # float32 exports only (``slice_volume``)
 
     def call(self, crop):
-        return slice_volume(crop, self.num_slices)
+        return slice_volume(crop, self.num_slices, self.float_steps)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_slices,)
 
     def get_config(self):
-        return {**super().get_config(), "num_slices": self.num_slices}
+        return {**super().get_config(), "num_slices": self.num_slices, "float_steps": self.float_steps}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

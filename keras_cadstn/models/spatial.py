@@ -52,16 +52,20 @@ def spatial_inference_model(spatial: keras.Model) -> keras.Model:
     return keras.Model(spatial.input, spatial.get_layer("joints").output, name="spatial_inference")
 
 
-def fold_sliced_convolutions(spatial: keras.Model) -> keras.Model:
+def fold_sliced_convolutions(spatial: keras.Model, float_steps: bool = False) -> keras.Model:
     """The same function with fewer multiply-adds, for deployment: in the sliced 3D branch each
     conv3x3 (linear) followed by conv1x1 + ReLU becomes one conv3x3 + ReLU with W = W3 . W1 and
     b = b3 . W1 + b1 (exact: the 3x3 pads the volume, not the intermediate; equal up to float
     rounding). At 128x128 the 1x1 convolutions are 25M of the branch's 100M multiply-adds; the int8
-    streaming step gets 0.15 ms faster. Every other layer is shared with ``spatial``, not copied.
+    streaming step gets 0.15 ms faster. ``float_steps``: the slicing's comparisons as float steps
+    (``SliceVolume(float_steps=True)``; float32 graphs only). Every other layer is shared with
+    ``spatial``, not copied.
     """
     import numpy as np
 
     def clone(layer):
+        if isinstance(layer, SliceVolume):
+            return SliceVolume(layer.num_slices, float_steps=float_steps, name=layer.name) if float_steps else layer
         if layer.name.startswith("vol_conv") and not layer.name.endswith("_1x1"):
             w3, b3 = layer.get_weights()
             w1, b1 = spatial.get_layer(f"{layer.name}_1x1").get_weights()
