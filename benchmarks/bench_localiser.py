@@ -60,23 +60,11 @@ def synthetic_scenes(args, localiser, bundle=None):
     return rows, no_hand_says_hand
 
 
-def annotated_palms(cam) -> list:
-    """(file name, palm xyz mm) of each real frame: the annotated pixel at the median depth of the
-    valid pixels around it (a point on the palm's surface)."""
-    import cv2
-    palms = []
-    for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]:
-        name, u, v = line.split()
-        depth = cam.to_mm(cv2.imread(os.path.join(REAL, name), cv2.IMREAD_UNCHANGED))
-        u, v = float(u), float(v)
-        window = depth[int(v) - 5:int(v) + 6, int(u) - 5:int(u) + 6]
-        palms.append((name, cam.uvd_to_xyz([u, v, np.median(window[window > 0])])))
-    return palms
-
-
-def real_frames(localiser, bundle=None):
-    """Per real frame: the detection's crop centre from the annotated palm (mm, inf = no hand) and,
-    with a ``bundle`` that has a centre refiner, the reference joint refined from it (else None)."""
+def real_points(localiser, bundle=None) -> list:
+    """Per real frame: (annotated palm, the detection's crop centre, the reference joint the
+    bundle's centre refiner moves it to), xyz in mm, None where there is no hand or no refiner.
+    The annotated palm is its pixel at the median depth of the valid pixels around it (a point on
+    the palm's surface)."""
     import cv2
     from keras_cadstn.refine import refine_centre
     from keras_cadstn.runtime import KerasFunction, as_refiner
@@ -84,15 +72,29 @@ def real_frames(localiser, bundle=None):
     cam = PngFolderSource(REAL).camera  # the folder's camera.json
     refiner = as_refiner(KerasFunction(bundle.refiner)) if bundle is not None else None
     cube = np.array([300.0, 300.0, 300.0])
-    errors, refined = [], []
-    for name, palm in annotated_palms(cam):
+    points = []
+    for line in open(os.path.join(REAL, "palms.tsv")).read().splitlines()[1:]:
+        name, u, v = line.split()
         depth = cam.to_mm(cv2.imread(os.path.join(REAL, name), cv2.IMREAD_UNCHANGED))
+        u, v = float(u), float(v)
+        window = depth[int(v) - 5:int(v) + 6, int(u) - 5:int(u) + 6]
+        palm = cam.uvd_to_xyz([u, v, np.median(window[window > 0])])
         found = localiser.detect(depth, cube, cam)
-        errors.append(np.inf if found is None else float(np.linalg.norm(cam.uvd_to_xyz(found) - palm)))
-        if refiner is not None:
-            moved = None if found is None else refine_centre(refiner, depth, found, cube, cam, bundle.refiner_config)
-            refined.append(np.inf if moved is None else float(np.linalg.norm(cam.uvd_to_xyz(moved) - palm)))
-    return np.asarray(errors), (np.asarray(refined) if refiner is not None else None)
+        moved = (refine_centre(refiner, depth, found, cube, cam, bundle.refiner_config)
+                 if refiner is not None and found is not None else None)
+        points.append((palm, None if found is None else cam.uvd_to_xyz(found),
+                       None if moved is None else cam.uvd_to_xyz(moved)))
+    return points
+
+
+def real_frames(localiser, bundle=None):
+    """Per real frame: the detection's crop centre from the annotated palm (mm, inf = no hand) and,
+    with a ``bundle`` that has a centre refiner, the reference joint refined from it (else None)."""
+    points = real_points(localiser, bundle)
+
+    def distances(which):
+        return np.asarray([np.inf if p[which] is None else float(np.linalg.norm(p[which] - p[0])) for p in points])
+    return distances(1), (distances(2) if bundle is not None else None)
 
 
 def main():

@@ -58,27 +58,14 @@ def validation_scenes(bundle, scenes: int, frames: int, seed: int = 3000) -> tup
 
 
 def real_offsets(bundle) -> np.ndarray:
-    """Per real frame (tests/data/real_frames): the x, y distance (mm) from the annotated palm of
-    the detection's crop centre and of the joint refined from it, and how far (mm) the refined
-    joint lies behind the palm's surface point."""
+    """Per real frame with a hand found (tests/data/real_frames): the x, y distance (mm) from the
+    annotated palm of the detection's crop centre and of the joint refined from it, and how far
+    (mm) the refined joint lies behind the palm's surface point."""
     import bench_localiser
-    import cv2
-    from keras_cadstn.refine import refine_centre
-    from keras_cadstn.runtime import KerasFunction, as_refiner
-    from keras_cadstn.sources import PngFolderSource
     from keras_cadstn.tracking import HandLocaliser
-    cam, cube, localiser = PngFolderSource(bench_localiser.REAL).camera, np.array([300.0, 300.0, 300.0]), HandLocaliser()
-    refiner = as_refiner(KerasFunction(bundle.refiner))
-    rows = []
-    for name, palm in bench_localiser.annotated_palms(cam):
-        depth = cam.to_mm(cv2.imread(os.path.join(bench_localiser.REAL, name), cv2.IMREAD_UNCHANGED))
-        found = localiser.detect(depth, cube, cam)
-        if found is None:
-            continue
-        moved = cam.uvd_to_xyz(refine_centre(refiner, depth, found, cube, cam, bundle.refiner_config))
-        rows.append((np.linalg.norm(cam.uvd_to_xyz(found)[:2] - palm[:2]), np.linalg.norm(moved[:2] - palm[:2]),
-                     moved[2] - palm[2]))
-    return np.asarray(rows)
+    return np.asarray([(np.linalg.norm(found[:2] - palm[:2]), np.linalg.norm(moved[:2] - palm[:2]), moved[2] - palm[2])
+                       for palm, found, moved in bench_localiser.real_points(HandLocaliser(), bundle)
+                       if found is not None])
 
 
 def main():

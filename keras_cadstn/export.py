@@ -218,22 +218,20 @@ def _named_tf_function(keras_model):
 
 def keras_artifact_model(bundle, which: str, fc_rank: int | None = None):
     """The Keras model an artifact is checked against (what is converted: ``fold_artifact_model``
-    of it). ``fc_rank``: the pose models (spatial, step) of the
-    bundle's step with low-rank fc layers of that rank (``bundle.add_low_rank_step``); the centre
-    refiner is small and always exported as it is."""
+    of it). ``fc_rank``: the pose models (spatial, step) of the bundle's step with low-rank fc
+    layers of that rank (``bundle.add_low_rank_step``); the centre refiner is small and always
+    exported as it is."""
     if which not in MODELS:
         raise ConfigError(f"model must be one of {MODELS}, got {which!r}")
     fc_rank = check_fc_rank(fc_rank)
     if which == "refine":
         if bundle.refiner is None:
             raise ConfigError(f"{bundle.path}: the bundle has no centre refiner to export")
-        model = bundle.refiner
-    elif which == "spatial" and fc_rank is None:
-        model = bundle.spatial_model()
-    else:
-        step = bundle.step_model(fc_rank)
-        return step if which == "step" else step.get_layer("spatial_inference")
-    return model
+        return bundle.refiner
+    if which == "spatial" and fc_rank is None:
+        return bundle.spatial_model()
+    step = bundle.step_model(fc_rank)
+    return step if which == "step" else step.get_layer("spatial_inference")
 
 
 # TFLite precisions whose graphs compute in float32, where the slicing's comparisons may be

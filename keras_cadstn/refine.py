@@ -71,10 +71,9 @@ def keep_inside_hand(depth_mm, uvd, cube, config: RefinerConfig) -> np.ndarray:
 
 def refine_centre(refiner, depth_mm, centre_uvd, cube, camera, config: RefinerConfig) -> np.ndarray:
     """Apply ``refiner`` (crop (1, S, S, 1) -> offset (1, 3), any backend) ``config.iterations``
-    times from ``centre_uvd``, each result checked by ``keep_inside_hand`` (off unless the config sets
-    ``max_behind_surface_mm``); returns the
-    estimated reference joint (uvd). A step that would leave the camera's front (depth <= 0) is not
-    taken."""
+    times from ``centre_uvd``, each result checked by ``keep_inside_hand`` (off unless the config
+    sets ``max_behind_surface_mm``); returns the estimated reference joint (uvd). A step that would
+    leave the camera's front (depth <= 0) is not taken."""
     centre = np.asarray(centre_uvd, np.float64)
     for _ in range(config.iterations):
         offset = np.asarray(refiner(refiner_crop(depth_mm, centre, cube, camera, config)[None]), np.float64)[0]

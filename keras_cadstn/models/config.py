@@ -103,8 +103,9 @@ class RefinerConfig(_CropNetworkSettings):
     # ``max_behind_surface_mm`` behind the surface seen at its pixel is put ``behind_surface_mm``
     # behind it (the palm joint lies inside the palm; in the synthetic scenes 12-16 mm behind the
     # surface, median 14). Why it exists: on the real SR305 frames the synthetic-trained refiner
-    # puts the joint 25-75 mm too deep while its image position stays near the palm; at 20 mm the
-    # check brings 7 of the 8 within 60 mm of the annotated palm (5 without). Why it is off: on the
+    # puts the joint 23-74 mm behind the palm's surface while its image position stays near the
+    # palm; at 20 mm the check brings 7 of the 8 within 60 mm of the annotated palm (5 without).
+    # Why it is off: on the
     # demo's validation split it raised the tracker's error from 20.05 to 24.98 mm (24.4-25.2 mm
     # at 30-60 mm): whatever lies in front of the palm at the joint's pixel (the split's occluders
     # pass in front of the hand; curled fingers) counts as the surface, and the joint is pulled
