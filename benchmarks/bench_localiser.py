@@ -8,6 +8,7 @@ with the hand taken out of view, where the right answer is "no hand"; then the r
 frames in tests/data/real_frames (within 60 mm of the annotated palm).
 
 Run: python benchmarks/bench_localiser.py [--sequences 12 --frames 80 --seed 1000]
+         [--detectors geometric learned] [--bundle B [--refiner MODEL.keras]]
 """
 import argparse
 import os
@@ -108,14 +109,25 @@ def main():
                         "path to another trained detector")
     p.add_argument("--bundle", help="also move each frame's detection with this bundle's centre refiner "
                                     "(e.g. the `cadstn demo` bundle) and measure the refined joint")
+    p.add_argument("--refiner", help="with --bundle: this centre refiner (a model.keras, e.g. one that "
+                                     "bench_refiner_scenes.py trained) instead of the bundle's")
     args = p.parse_args()
     from keras_cadstn.tracking import HandLocaliser
     bundle = None
     if args.bundle:
         from keras_cadstn.bundle import load_bundle
         bundle = load_bundle(args.bundle)
+        if args.refiner:
+            import dataclasses
+
+            import keras
+            if not os.path.isfile(args.refiner):
+                p.error(f"no refiner model at {args.refiner}")
+            bundle = dataclasses.replace(bundle, refiner=keras.models.load_model(args.refiner, compile=False))
         if bundle.refiner is None:
             p.error(f"{args.bundle} has no centre refiner")
+    elif args.refiner:
+        p.error("--refiner needs --bundle (its refiner settings and camera)")
     start = time.time()
     for name in args.detectors:
         path = {"geometric": None, "learned": HandLocaliser.detector_path}.get(name, name)
