@@ -6,15 +6,17 @@ The naive way keeps the last T crops and re-runs the clip CADSTN on the whole wi
 Run: python benchmarks/bench_tracking.py [--bundle B] [--image-size 128] [--frames 200] [--threads 2]
          [--fc-rank 16] [--rounds 3]
 Without --bundle a freshly initialised CADSTN of the requested size, with a freshly initialised
-centre refiner (the demo's: 32x32, two passes), is timed (weights do not change the cost of a
+centre refiner (the demo's: 32x32; two passes from a detection, one from the last frame's joint), is timed (weights do not change the cost of a
 network). Each tracker runs over the frames ``--rounds`` times, the trackers in turn; percentiles
 are over all its frames. The refiner's last layer is zeroed: a random refiner walks the centre off the hand, which
 sends every other frame back through the localiser and a second refinement, a path a trained
 refiner does not take. The paper's configuration is --image-size 128 (T=16). The columns "step" and
-"refiner" time the networks alone (one call of the pose step; every pass of the refiner), so what
+"refiner" time the networks alone (one call of the pose step; the refiner's passes of a tracked frame), so what
 the rest of the frame costs can be read off. ``--fc-rank R`` adds TFLite dynamic_int8 and int8 rows
 with the bundle's step of fc rank R (``bundle.add_low_rank_step``; the fresh bundle's is fitted to
-synthetic hand crops; what the rank does to the error: benchmarks/bench_low_rank.py); 0: none.
+synthetic hand crops; what the rank does to the error: benchmarks/bench_low_rank.py), and the
+dynamic_int8 one again with two refiner passes from the last frame's joint instead of
+``RefinerConfig.tracked_iterations``; 0: none.
 """
 import argparse
 import os
@@ -91,7 +93,7 @@ def make_bundle(image_size, seq_len, directory, fc_rank=None):
 
 
 def time_networks(tracker, repeats=100) -> tuple:
-    """p50 ms of the tracker's networks alone: one pose-step call, and the refiner's passes of a frame."""
+    """p50 ms of the tracker's networks alone: one pose-step call, and the refiner's passes of a tracked frame."""
     def p50(fn, *args):
         for _ in range(5):
             fn(*args)
@@ -107,7 +109,7 @@ def time_networks(tracker, repeats=100) -> tuple:
     if tracker.refiner is None:
         return step, None
     size = b.refiner_config.image_size
-    return step, b.refiner_config.iterations * p50(tracker.refiner, np.zeros((1, size, size, 1), np.float32))
+    return step, b.refiner_config.tracked_iterations * p50(tracker.refiner, np.zeros((1, size, size, 1), np.float32))
 
 
 def main():
@@ -153,6 +155,13 @@ def main():
             name = (f"streaming, {backend} {precision}" + (f", fc rank {fc_rank}" if fc_rank else "")
                     + ("" if refine == refiner else ", refiner off"))
             trackers.append((name, tracker))
+        if refiner and fc_rank and precision == "dynamic_int8":
+            import dataclasses
+            two = dataclasses.replace(bundle, refiner_config=dataclasses.replace(bundle.refiner_config,
+                                                                                 tracked_iterations=2))
+            trackers.append((f"streaming, {backend} {precision}, fc rank {fc_rank}, two refiner passes when tracked",
+                             HandTracker(two, backend=backend, precision=precision, num_threads=args.threads,
+                                         fc_rank=fc_rank, **paths)))
     # the same tracker with the networks (pose step, refiner) replaced by no-ops: what the
     # pre-processing costs
     tracker = HandTracker(bundle, backend="keras")
@@ -174,9 +183,11 @@ def main():
                  (None, None)))
 
     def best(low_rank: bool):
-        """(p50, name) of the fastest row with the refiner (where the bundle has one), full or low rank."""
+        """(p50, name) of the fastest row with the refiner (where the bundle has one) as configured,
+        full or low rank."""
         return min(((np.percentile(ms, 50), name) for name, ms, _ in rows[:-1]
-                    if "refiner off" not in name and ("fc rank" in name) == low_rank), default=(None, None))
+                    if "refiner off" not in name and "two refiner passes" not in name
+                    and ("fc rank" in name) == low_rank), default=(None, None))
     naive = np.percentile(rows[-1][1], 50)
     print(f"\nTracker per frame, pre-processing included: {bundle.image_size}x{bundle.image_size} crops, "
           f"T={bundle.seq_len}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -69,13 +69,15 @@ def keep_inside_hand(depth_mm, uvd, cube, config: RefinerConfig) -> np.ndarray:
     return np.array([uvd[0], uvd[1], surface + config.behind_surface_mm])
 
 
-def refine_centre(refiner, depth_mm, centre_uvd, cube, camera, config: RefinerConfig) -> np.ndarray:
-    """Apply ``refiner`` (crop (1, S, S, 1) -> offset (1, 3), any backend) ``config.iterations``
-    times from ``centre_uvd``, each result checked by ``keep_inside_hand`` (off unless the config
-    sets ``max_behind_surface_mm``); returns the estimated reference joint (uvd). A step that would
-    leave the camera's front (depth <= 0) is not taken."""
+def refine_centre(refiner, depth_mm, centre_uvd, cube, camera, config: RefinerConfig,
+                  iterations: int | None = None) -> np.ndarray:
+    """Apply ``refiner`` (crop (1, S, S, 1) -> offset (1, 3), any backend) ``iterations`` times
+    (default ``config.iterations``, the passes from a detection) from ``centre_uvd``, each result
+    checked by ``keep_inside_hand`` (off unless the config sets ``max_behind_surface_mm``); returns
+    the estimated reference joint (uvd). A step that would leave the camera's front (depth <= 0) is
+    not taken."""
     centre = np.asarray(centre_uvd, np.float64)
-    for _ in range(config.iterations):
+    for _ in range(config.iterations if iterations is None else iterations):
         offset = np.asarray(refiner(refiner_crop(depth_mm, centre, cube, camera, config)[None]), np.float64)[0]
         if not np.all(np.isfinite(offset)) or centre[2] + offset[2] * cube[2] / 2.0 <= 0:
             break

@@ -270,20 +270,21 @@ class HandTracker:
 
     def refined_centre(self, depth_mm) -> tuple:
         """(crop centre uvd or None, mode) with the centre refiner: refine from the previous frame's
-        refined reference joint ('tracked'; the hand moves little between frames, while the
-        localiser's centre of mass would follow an occluder passing in front of the hand; on the
-        demo's validation split this also tracked better than starting from the previous crop
-        centre) or, without one or when that fails, from the localiser's detection ('detected');
-        then the training pre-processing's centre of mass around the refined joint, as labelled
-        centres give."""
+        refined reference joint ('tracked', ``refiner_config.tracked_iterations`` passes; the hand
+        moves little between frames, while the localiser's centre of mass would follow an occluder
+        passing in front of the hand; on the demo's validation split this also tracked better than
+        starting from the previous crop centre) or, without one or when that fails, from the
+        localiser's detection ('detected', ``refiner_config.iterations`` passes); then the training
+        pre-processing's centre of mass around the refined joint, as labelled centres give."""
         starts = [(self.previous_reference, "tracked")] if self.previous_reference is not None else []
         for start, mode in starts + [(None, "detected")]:
             if start is None:
                 start = self.localiser.detect(depth_mm, self.cube, self.camera)
                 if start is None:
                     break
-            reference = refine_centre(self.refiner, depth_mm, start, self.cube, self.camera,
-                                      self.bundle.refiner_config)
+            config = self.bundle.refiner_config
+            reference = refine_centre(self.refiner, depth_mm, start, self.cube, self.camera, config,
+                                      config.tracked_iterations if mode == "tracked" else config.iterations)
             try:
                 # the first of the two passes on every ``step``-th pixel, as the localiser's (the
                 # last is at full resolution): on the demo's validation split the same error

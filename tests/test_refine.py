@@ -195,6 +195,36 @@ def test_the_tracker_moves_the_localisers_centre_by_the_refiner(tiny_bundle, tmp
     np.testing.assert_allclose(given.center_uvd, expected)
 
 
+def test_the_tracker_refines_from_its_last_joint_tracked_iterations_times(tiny_bundle, tmp_path):
+    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
+    config = RefinerConfig(**TINY_REFINER, iterations=3, tracked_iterations=1)
+    offset = [0.0625, -0.03125, 0.0]  # exact in float32, the refiner's output type
+    path = save_bundle(str(tmp_path / "b"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config,
+                       constant_refiner(config, offset), config)
+    bundle = load_bundle(path)
+    assert bundle.refiner_config == config
+    depth, _ = SequenceRenderer(4, SynthConfig()).render(0)
+    cube = np.asarray(bundle.spec.cube, np.float64)
+    tracker = HandTracker(bundle)
+    calls, refiner = [], tracker.refiner
+    tracker.refiner = lambda crop: calls.append(crop.shape) or refiner(crop)
+
+    first = tracker.update(depth)  # no last joint: from the detection, ``iterations`` passes
+    assert first.mode == "detected" and len(calls) == 3
+    joint = HandLocaliser().detect(depth, cube, NYU_CAMERA)
+    for _ in range(3):
+        joint = move_centre(joint, offset, cube, NYU_CAMERA)
+    np.testing.assert_allclose(tracker.previous_reference, joint, atol=1e-6)
+    second = tracker.update(depth)  # from the last joint: ``tracked_iterations`` passes
+    assert second.mode == "tracked" and len(calls) == 4
+    np.testing.assert_allclose(tracker.previous_reference, move_centre(joint, offset, cube, NYU_CAMERA), atol=1e-6)
+    # bundles written before the setting load with one pass when tracking; none is refused
+    saved = {k: v for k, v in RefinerConfig().to_dict().items() if k != "tracked_iterations"}
+    assert RefinerConfig.from_dict(saved).tracked_iterations == 1
+    with pytest.raises(ValueError, match="tracked_iterations"):
+        RefinerConfig(tracked_iterations=0)
+
+
 def test_bundle_keeps_the_refiner_and_refuses_a_wrong_one(tiny_bundle, tmp_path):
     again = load_bundle(tiny_bundle.path)
     assert again.refiner_config == RefinerConfig(**TINY_REFINER)

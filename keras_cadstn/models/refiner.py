@@ -2,8 +2,9 @@
 
 The centre refiner sees a coarse crop cut around an estimated hand centre and regresses the offset
 from that centre to the hand's reference joint, in cube-normalised units ((xyz_ref - xyz_centre) /
-(cube / 2)). The tracker applies it ``iterations`` times to the label-free localiser's centre, then
-cuts the pose crop around the result exactly as training cut it around the labelled joint.
+(cube / 2)). The tracker applies it ``iterations`` times to the label-free localiser's centre (and
+``tracked_iterations`` times to the last frame's refined joint), then cuts the pose crop around the
+result exactly as training cut it around the labelled joint.
 
 The hand detector is the same network with a second output: the logit of "a hand is at this crop's
 centre" (``keras_cadstn.detect``).
