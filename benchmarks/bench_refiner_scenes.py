@@ -12,7 +12,11 @@ frames; 0x0: none) and each refiner seed, a refiner is trained with the demo's s
   localiser moved by this refiner (the labelled-centre tracker's error printed beside it).
 
     python benchmarks/bench_refiner_scenes.py [--workdir ~/.cache/keras_cadstn/demo]
-        [--settings 0x0 16x40 32x20 32x40] [--seeds 2]
+        [--settings 0x0 16x40 32x20 32x40] [--seeds 2] [--tracked-passes 1 2]
+
+``--tracked-passes A B ...``: the tracker error with each number of refiner passes from the last
+frame's refined joint (``RefinerConfig.tracked_iterations``; the table shows the first), and each
+against the first, paired over every refiner trained here, with a 95% t interval.
 """
 import argparse
 import dataclasses
@@ -24,6 +28,8 @@ import types
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from keras_cadstn.models import RefinerConfig  # noqa: E402
 
 
 def setting(text: str) -> tuple:
@@ -42,7 +48,11 @@ def main():
     p.add_argument("--settings", nargs="+", type=setting, default=[(0, 0), (16, 40), (32, 20), (32, 40)])
     p.add_argument("--seeds", type=int, default=2, help="refiner training seeds per setting")
     p.add_argument("--scenes", type=int, default=6, help="validation scenes with a person (seeds 3000..)")
+    p.add_argument("--tracked-passes", type=int, nargs="+", default=[RefinerConfig.tracked_iterations],
+                   help="refiner passes from the last frame's joint to measure the tracker with (first: the table's)")
     args = p.parse_args()
+    if min(args.tracked_passes) < 1:
+        p.error("--tracked-passes must be >= 1")
 
     from keras_cadstn.bundle import load_bundle
     from keras_cadstn.demo import DemoConfig, demo_splits, refiner_training_splits, tracker_errors
@@ -66,11 +76,13 @@ def main():
             refiner = train_refiner(train_splits, os.path.join(choice_dir, name, f"seed{seed}"), cfg.refiner,
                                     dataclasses.replace(cfg.train, seed=seed), splits["val"])
             bundle = dataclasses.replace(base, refiner=refiner, refiner_config=cfg.refiner)
-            tracker = tracker_errors(bundle, splits["val"], rows=("localiser + refiner",))
-            found, _ = bench_localiser.synthetic_scenes(scenes, HandLocaliser(), bundle)
+            tracker_mm = [tracker_errors(dataclasses.replace(bundle, refiner_config=dataclasses.replace(
+                cfg.refiner, tracked_iterations=passes)), splits["val"], rows=("localiser + refiner",))[
+                "localiser + refiner"]["mean_error"] for passes in args.tracked_passes]
+            found, _ = bench_localiser.synthetic_scenes(scenes, HandLocaliser(), bundle)  # from detections
             refined = np.asarray([r[-1] for r in found])
             rows.setdefault(name, []).append({"within_50mm": float(np.mean(refined <= 50.0)),
-                                              "tracker_mm": tracker["localiser + refiner"]["mean_error"]})
+                                              "tracker_mm": tracker_mm[0], "tracker_mm_by_passes": tracker_mm})
             print(f"{name} seed {seed}: {json.dumps(rows[name][-1])}", flush=True)
     print(f"\nCentre refiner: scenes with a person behind the hand added to the demo's training frames "
           f"({args.seeds} refiner seeds each; validation data only)\n")
@@ -80,6 +92,19 @@ def main():
     for name, runs in rows.items():
         print(f"| {name} | " + " / ".join(f"{r['within_50mm']:.1%}" for r in runs) + " | "
               + " / ".join(f"{r['tracker_mm']:.2f}" for r in runs) + " |")
+    if len(args.tracked_passes) > 1:
+        from scipy import stats
+        by_passes = np.asarray([r["tracker_mm_by_passes"] for runs in rows.values() for r in runs])
+        print(f"\nRefiner passes from the last frame's joint, tracker error on the validation split paired over "
+              f"{len(by_passes)} refiners (mm):\n")
+        print("| passes | mean error | minus the first | 95% interval | per refiner |")
+        print("|---|---|---|---|---|")
+        for k, passes in enumerate(args.tracked_passes):
+            d = by_passes[:, k] - by_passes[:, 0]
+            half = (stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
+            print(f"| {passes} | {by_passes[:, k].mean():.2f} | {d.mean():+.2f} | "
+                  + ("-" if k == 0 else f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}]") + " | "
+                  + ("-" if k == 0 else " / ".join(f"{x:+.2f}" for x in d)) + " |")
     print(f"\nLabelled-centre tracker on the validation split: {labelled:.2f} mm. "
           f"{args.scenes} validation scenes x 80 frames; {time.perf_counter() - start:.0f} s")
 

@@ -87,15 +87,16 @@ class _CropNetworkSettings:
 @dataclasses.dataclass(frozen=True)
 class RefinerConfig(_CropNetworkSettings):
     # ours: 32 px over the 300 mm cube is ~9 mm per pixel, fine enough to place a centre and cheap
-    # enough to run twice per frame next to the pose network
+    # enough to run up to twice per frame next to the pose network
     image_size: int = 32
     filters: tuple = (16, 32, 64)
     fc_units: int = 256
     iterations: int = 2  # refinement passes from a detection (the second corrects the first's crop shift)
     # passes from the last frame's refined joint (the tracker's usual start, already near the
-    # joint). Measured on the demo's validation split, tracker error paired over six refiners
-    # (two seeds of three training settings): one pass - two passes -0.11 mm (95% interval -0.42 to
-    # +0.20, per refiner -0.58 to +0.24), so one, a refiner pass (~0.1 ms) less per frame
+    # joint). On the demo's validation split, tracker error paired over eight refiners (two seeds of
+    # four training settings): two passes - one pass +0.12 mm (95% interval -0.13 to +0.38; per
+    # refiner -0.24 to +0.58; benchmarks/bench_refiner_scenes.py --tracked-passes 1 2), so one: a
+    # refiner pass (0.1-0.2 ms with its crop) less per frame
     tracked_iterations: int = 1
     # training crops: the localiser's detection and centres around the reference joint, offset by a
     # normal of this sd per axis, at most max_offset_mm away
@@ -111,7 +112,7 @@ class RefinerConfig(_CropNetworkSettings):
     # puts the joint 23-74 mm behind the palm's surface while its image position stays near the
     # palm; at 20 mm the check brings 7 of the 8 within 60 mm of the annotated palm (5 without).
     # Why it is off: on the
-    # demo's validation split it raised the tracker's error from 20.05 to 24.98 mm (24.4-25.2 mm
+    # demo's validation split it raised the tracker's error from 19.82 to 20.54 mm (23.9-24.8 mm
     # at 30-60 mm): whatever lies in front of the palm at the joint's pixel (the split's occluders
     # pass in front of the hand; curled fingers) counts as the surface, and the joint is pulled
     # onto it (benchmarks/bench_refiner_surface.py)
