@@ -6,13 +6,14 @@ The naive way keeps the last T crops and re-runs the clip CADSTN on the whole wi
 Run: python benchmarks/bench_tracking.py [--bundle B] [--image-size 128] [--frames 200] [--threads 2]
          [--fc-rank 16] [--rounds 3]
 Without --bundle a freshly initialised CADSTN of the requested size, with a freshly initialised
-centre refiner (the demo's: 32x32; two passes from a detection, one from the last frame's joint), is timed (weights do not change the cost of a
-network). Each tracker runs over the frames ``--rounds`` times, the trackers in turn; percentiles
-are over all its frames. The refiner's last layer is zeroed: a random refiner walks the centre off the hand, which
-sends every other frame back through the localiser and a second refinement, a path a trained
-refiner does not take. The paper's configuration is --image-size 128 (T=16). The columns "step" and
-"refiner" time the networks alone (one call of the pose step; the refiner's passes of a tracked frame), so what
-the rest of the frame costs can be read off. ``--fc-rank R`` adds TFLite dynamic_int8 and int8 rows
+centre refiner (the demo's: 32x32; two passes from a detection, one from the last frame's joint),
+is timed (weights do not change the cost of a network). Each tracker runs over the frames
+``--rounds`` times, the trackers in turn; percentiles are over all its frames. The refiner's last
+layer is zeroed: a random refiner walks the centre off the hand, which sends every other frame back
+through the localiser and a second refinement, a path a trained refiner does not take. The paper's
+configuration is --image-size 128 (T=16). The columns "step" and "refiner" time the networks alone
+(one call of the pose step; the refiner's passes of a tracked frame), so what the rest of the frame
+costs can be read off. ``--fc-rank R`` adds TFLite dynamic_int8 and int8 rows
 with the bundle's step of fc rank R (``bundle.add_low_rank_step``; the fresh bundle's is fitted to
 synthetic hand crops; what the rank does to the error: benchmarks/bench_low_rank.py), and the
 dynamic_int8 one again with two refiner passes from the last frame's joint instead of
@@ -93,7 +94,7 @@ def make_bundle(image_size, seq_len, directory, fc_rank=None):
 
 
 def time_networks(tracker, repeats=100) -> tuple:
-    """p50 ms of the tracker's networks alone: one pose-step call, and the refiner's passes of a tracked frame."""
+    """p50 ms of the tracker's networks alone: one pose-step call; the refiner's passes of a tracked frame."""
     def p50(fn, *args):
         for _ in range(5):
             fn(*args)
