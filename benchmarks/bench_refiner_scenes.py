@@ -76,13 +76,15 @@ def main():
             refiner = train_refiner(train_splits, os.path.join(choice_dir, name, f"seed{seed}"), cfg.refiner,
                                     dataclasses.replace(cfg.train, seed=seed), splits["val"])
             bundle = dataclasses.replace(base, refiner=refiner, refiner_config=cfg.refiner)
-            tracker_mm = [tracker_errors(dataclasses.replace(bundle, refiner_config=dataclasses.replace(
-                cfg.refiner, tracked_iterations=passes)), splits["val"], rows=("localiser + refiner",))[
-                "localiser + refiner"]["mean_error"] for passes in args.tracked_passes]
+            tracker_mm = []  # per entry of --tracked-passes
+            for passes in args.tracked_passes:
+                errors = tracker_errors(bundle.with_refiner_settings(tracked_iterations=passes), splits["val"],
+                                        rows=("localiser + refiner",))
+                tracker_mm.append(errors["localiser + refiner"]["mean_error"])
             found, _ = bench_localiser.synthetic_scenes(scenes, HandLocaliser(), bundle)  # from detections
             refined = np.asarray([r[-1] for r in found])
             rows.setdefault(name, []).append({"within_50mm": float(np.mean(refined <= 50.0)),
-                                              "tracker_mm": tracker_mm[0], "tracker_mm_by_passes": tracker_mm})
+                                              "tracker_mm": tracker_mm})
             print(f"{name} seed {seed}: {json.dumps(rows[name][-1])}", flush=True)
     print(f"\nCentre refiner: scenes with a person behind the hand added to the demo's training frames "
           f"({args.seeds} refiner seeds each; validation data only)\n")
@@ -91,20 +93,19 @@ def main():
     print("|---|---|---|")
     for name, runs in rows.items():
         print(f"| {name} | " + " / ".join(f"{r['within_50mm']:.1%}" for r in runs) + " | "
-              + " / ".join(f"{r['tracker_mm']:.2f}" for r in runs) + " |")
+              + " / ".join(f"{r['tracker_mm'][0]:.2f}" for r in runs) + " |")
     if len(args.tracked_passes) > 1:
-        from scipy import stats
-        by_passes = np.asarray([r["tracker_mm_by_passes"] for runs in rows.values() for r in runs])
+        from keras_cadstn.evaluate import paired_difference
+        by_passes = np.asarray([r["tracker_mm"] for runs in rows.values() for r in runs])  # (refiners, passes)
         print(f"\nRefiner passes from the last frame's joint, tracker error on the validation split paired over "
               f"{len(by_passes)} refiners (mm):\n")
         print("| passes | mean error | minus the first | 95% interval | per refiner |")
         print("|---|---|---|---|---|")
-        for k, passes in enumerate(args.tracked_passes):
-            d = by_passes[:, k] - by_passes[:, 0]
-            half = (stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
-            print(f"| {passes} | {by_passes[:, k].mean():.2f} | {d.mean():+.2f} | "
-                  + ("-" if k == 0 else f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}]") + " | "
-                  + ("-" if k == 0 else " / ".join(f"{x:+.2f}" for x in d)) + " |")
+        print(f"| {args.tracked_passes[0]} | {by_passes[:, 0].mean():.2f} | +0.00 | - | - |")
+        for k, passes in enumerate(args.tracked_passes[1:], start=1):
+            d = paired_difference(by_passes[:, k], by_passes[:, 0])
+            print(f"| {passes} | {by_passes[:, k].mean():.2f} | {d['mean']:+.2f} | [{d['low']:+.2f}, {d['high']:+.2f}] | "
+                  + " / ".join(f"{x:+.2f}" for x in by_passes[:, k] - by_passes[:, 0]) + " |")
     print(f"\nLabelled-centre tracker on the validation split: {labelled:.2f} mm. "
           f"{args.scenes} validation scenes x 80 frames; {time.perf_counter() - start:.0f} s")
 

@@ -18,7 +18,6 @@ the ``--limits`` in mm), with the refiner of a `cadstn demo` bundle:
     python benchmarks/bench_refiner_surface.py [--workdir ~/.cache/keras_cadstn/demo] [--limits 20 30 40]
 """
 import argparse
-import dataclasses
 import os
 import time
 
@@ -89,8 +88,7 @@ def main():
     labelled = tracker_errors(base, val, rows=("labelled",))["labelled"]["mean_error"]
     rows = []
     for limit in [None] + args.limits:
-        bundle = dataclasses.replace(base, refiner_config=dataclasses.replace(base.refiner_config,
-                                                                              max_behind_surface_mm=limit))
+        bundle = base.with_refiner_settings(max_behind_surface_mm=limit)
         joint, centre = validation_scenes(bundle, args.scenes, args.frames)
         error = tracker_errors(bundle, val, rows=("localiser + refiner",))["localiser + refiner"]["mean_error"]
         _, real = bench_localiser.real_frames(HandLocaliser(), bundle)

@@ -157,12 +157,9 @@ def main():
                     + ("" if refine == refiner else ", refiner off"))
             trackers.append((name, tracker))
         if refiner and fc_rank and precision == "dynamic_int8":
-            import dataclasses
-            two = dataclasses.replace(bundle, refiner_config=dataclasses.replace(bundle.refiner_config,
-                                                                                 tracked_iterations=2))
             trackers.append((f"streaming, {backend} {precision}, fc rank {fc_rank}, two refiner passes when tracked",
-                             HandTracker(two, backend=backend, precision=precision, num_threads=args.threads,
-                                         fc_rank=fc_rank, **paths)))
+                             HandTracker(bundle.with_refiner_settings(tracked_iterations=2), backend=backend,
+                                         precision=precision, num_threads=args.threads, fc_rank=fc_rank, **paths)))
     # the same tracker with the networks (pose step, refiner) replaced by no-ops: what the
     # pre-processing costs
     tracker = HandTracker(bundle, backend="keras")

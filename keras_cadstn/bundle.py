@@ -34,6 +34,10 @@ LOW_RANK_KEY = "low_rank_steps"
 SPEC_FILE = "bundle.json"
 
 
+# the refiner settings its trained network was built with (the others act at test or training time)
+REFINER_NETWORK_SETTINGS = ("image_size", "filters", "fc_units")
+
+
 @dataclasses.dataclass(frozen=True)
 class Bundle:
     path: str
@@ -58,6 +62,18 @@ class Bundle:
     def with_camera(self, camera: Camera) -> "Bundle":
         """The same networks on another sensor (intrinsics, resolution, depth unit)."""
         return dataclasses.replace(self, spec=self.spec.with_camera(camera))
+
+    def with_refiner_settings(self, **changes) -> "Bundle":
+        """The same networks with the centre refiner's test-time settings changed (e.g.
+        ``tracked_iterations``, ``max_behind_surface_mm``); the settings its network was built with
+        (``REFINER_NETWORK_SETTINGS``) cannot change."""
+        if self.refiner_config is None:
+            raise ConfigError(f"{self.path}: the bundle has no centre refiner")
+        built = sorted(set(changes) & set(REFINER_NETWORK_SETTINGS))
+        if built:
+            raise ConfigError(f"{self.path}: the refiner's {', '.join(built)} shape its trained network and cannot "
+                              f"change; train another refiner")
+        return dataclasses.replace(self, refiner_config=dataclasses.replace(self.refiner_config, **changes))
 
     def spatial_model(self):
         """crop (B, M, M, 1) -> joints (B, 3K): the spatial network's main path."""

@@ -10,7 +10,7 @@ import pytest
 from keras_cadstn.bundle import SPEC_FILE, load_bundle, save_bundle
 from keras_cadstn.camera import NYU_CAMERA
 from keras_cadstn.data.nyu import load_nyu
-from keras_cadstn.errors import DataError
+from keras_cadstn.errors import ConfigError, DataError
 from keras_cadstn.models import RefinerConfig, build_centre_refiner
 from keras_cadstn.preprocessing import hand_center
 from keras_cadstn.refine import (centre_error_mm, make_examples, move_centre, refine_centre, train_refiner,
@@ -223,6 +223,20 @@ def test_the_tracker_refines_from_its_last_joint_tracked_iterations_times(tiny_b
     assert RefinerConfig.from_dict(saved).tracked_iterations == 1
     with pytest.raises(ValueError, match="tracked_iterations"):
         RefinerConfig(tracked_iterations=0)
+
+
+def test_refiner_settings_change_at_test_time_but_not_the_network(tiny_bundle, tmp_path):
+    two = tiny_bundle.with_refiner_settings(tracked_iterations=2, max_behind_surface_mm=20.0)
+    assert two.refiner_config == dataclasses.replace(tiny_bundle.refiner_config, tracked_iterations=2,
+                                                     max_behind_surface_mm=20.0)
+    assert two.refiner is tiny_bundle.refiner and two.model is tiny_bundle.model
+    assert tiny_bundle.refiner_config.tracked_iterations == 1  # a new bundle; this one unchanged
+    for network_setting in ({"image_size": 64}, {"filters": (8, 16)}, {"fc_units": 32}):
+        with pytest.raises(ConfigError, match=f"{next(iter(network_setting))} shape its trained network"):
+            tiny_bundle.with_refiner_settings(**network_setting)
+    plain = load_bundle(save_bundle(str(tmp_path / "plain"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config))
+    with pytest.raises(ConfigError, match="no centre refiner"):
+        plain.with_refiner_settings(tracked_iterations=2)
 
 
 def test_bundle_keeps_the_refiner_and_refuses_a_wrong_one(tiny_bundle, tmp_path):
