@@ -96,7 +96,8 @@ class RefinerConfig(_CropNetworkSettings):
     # joint). On the demo's validation split, tracker error paired over eight refiners (two seeds of
     # four training settings): two passes - one pass +0.12 mm (95% interval -0.13 to +0.38; per
     # refiner -0.24 to +0.58; benchmarks/bench_refiner_scenes.py --tracked-passes 1 2), so one: a
-    # refiner pass less per frame (0.18-0.68 ms saved in bench_tracking.py's paired rows, 2-core Xeon)
+    # refiner pass less per frame (bench_tracking.py's paired rows, 2-core Xeon: 0.18-0.68 ms saved in
+    # four of five runs, nothing in the fifth, on a slow spell of that machine)
     tracked_iterations: int = 1
     # training crops: the localiser's detection and centres around the reference joint, offset by a
     # normal of this sd per axis, at most max_offset_mm away
