@@ -26,11 +26,14 @@ import numpy as np  # noqa: E402
 BLOCK = 16  # frames per block of the paired interval
 
 
-def frame_errors(bundle, split, centre, backend="keras", precision="float32", paths=None, fc_rank=None):
-    """(N,) mean joint error per frame of the streaming tracker (NaN where it found no hand)."""
+def frame_errors(bundle, split, centre, backend="keras", precision="float32", paths=None, fc_rank=None,
+                 **tracker_options):
+    """(N,) mean joint error per frame of the streaming tracker (NaN where it found no hand);
+    ``tracker_options``: more ``HandTracker`` arguments."""
     from keras_cadstn.evaluate import per_frame_error
     from keras_cadstn.tracking import HandTracker, track_split
-    tracker = HandTracker(bundle, backend, precision, refine=centre == "refined", fc_rank=fc_rank, **(paths or {}))
+    tracker = HandTracker(bundle, backend, precision, refine=centre == "refined", fc_rank=fc_rank, **(paths or {}),
+                          **tracker_options)
     gt, pred, _ = track_split(tracker, split, "labelled" if centre == "labelled" else "localiser", progress=False)
     errors = np.full(len(gt), np.nan)
     found = ~np.isnan(pred).any(axis=(1, 2))

@@ -1,15 +1,18 @@
-"""The tracker's joint error on the main job's test split, per backend and precision: hand centre
+"""The tracker's joint error on the main job's test split (or validation split), per backend and precision: hand centre
 from the labels, from the localiser, and from the localiser moved by the bundle's centre refiner.
 
 Run `cadstn demo` first: its workdir holds the raw frames, the records and the bundle.
 
     python benchmarks/bench_tracker_accuracy.py [--workdir ~/.cache/keras_cadstn/demo]
-        [--variants keras:float32 tflite:float32 tflite:int8]
+        [--variants keras:float32 tflite:float32 tflite:int8] [--split test] [--centre-steps 2 1]
 
 TFLite/ONNX models are exported into a scratch folder, parity-checked on the test records and (int8)
 calibrated on the training records, as `cadstn export --records ... --calibration-records ...` does.
 Prints the table and the two gaps the tracker is judged by: refiner - labelled (float32) and int8
-with the refiner - float32 with the refiner.
+with the refiner - float32 with the refiner. ``--split val`` measures the validation split instead
+(where settings are chosen). ``--centre-steps A B ...``: the first variant's "localiser + refiner" row
+again with each ``HandTracker(centre_step=...)`` (the last centre-of-mass pass on every N-th pixel),
+each against the first, paired over blocks of 16 consecutive frames with a 95% t interval.
 """
 import argparse
 import json
@@ -18,6 +21,8 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
 
 
 def main():
@@ -28,7 +33,12 @@ def main():
                    help="backend:precision")
     p.add_argument("--calibration-clips", type=int, default=20, help="clips of T training crops for int8 calibration")
     p.add_argument("--out", help="also write the results as JSON here")
+    p.add_argument("--split", choices=("val", "test"), default="test")
+    p.add_argument("--centre-steps", type=int, nargs="*", default=[],
+                   help="HandTracker centre_step values to compare on the refiner row (first: the reference)")
     args = p.parse_args()
+    if args.centre_steps and min(args.centre_steps) < 1:
+        p.error("--centre-steps must be >= 1")
 
     from keras_cadstn.bundle import load_bundle
     from keras_cadstn.demo import DemoConfig, demo_splits, tracker_errors
@@ -38,7 +48,7 @@ def main():
     from keras_cadstn.export import TOLERANCE_MM, export_for_tracker
     from keras_cadstn.runtime import sample_clips
     start = time.perf_counter()
-    test = demo_splits(DemoConfig(workdir=args.workdir))["test"]
+    split = demo_splits(DemoConfig(workdir=args.workdir))[args.split]
     bundle = load_bundle(os.path.join(args.workdir, "bundle"))
     records = os.path.join(args.workdir, f"records_{bundle.image_size}")
     samples = sample_clips(bundle, 20, records=os.path.join(records, "test", "*.tfrecord"))
@@ -58,9 +68,11 @@ def main():
                 refused.append(f"{variant}: {e}")
                 with mock.patch.dict(TOLERANCE_MM, {precision: float("inf")}):
                     paths = export_for_tracker(bundle, backend, precision, folder, samples, calibration)
-        results[variant] = tracker_errors(bundle, test, backend, precision, paths)
+        results[variant] = tracker_errors(bundle, split, backend, precision, paths)
+        if args.centre_steps and variant == args.variants[0]:
+            steps = centre_step_errors(bundle, split, backend, precision, paths, args.centre_steps)
     rows = list(next(iter(results.values())))
-    print(f"\nTracker mean joint error (mm) on the test split of {args.workdir} (streaming, raw frames; frames "
+    print(f"\nTracker mean joint error (mm) on the {args.split} split of {args.workdir} (streaming, raw frames; frames "
           f"without a hand in brackets):\n")
     print("| hand centre from | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
@@ -80,10 +92,35 @@ def main():
                       f"(target within 1 mm)")
     for why in refused:
         print(f"refused by the exporter at its tolerance, measured here with it lifted: {why}")
+    if args.centre_steps:
+        print_centre_steps(steps, args.variants[0])
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def centre_step_errors(bundle, split, backend, precision, paths, centre_steps) -> dict:
+    """{centre_step: (N,) per-frame error of the localiser + refiner tracker}."""
+    from bench_low_rank import frame_errors
+    bundle = bundle.with_camera(split.spec.camera)
+    return {step: frame_errors(bundle, split, "refined", backend, precision, paths, centre_step=step)
+            for step in centre_steps}
+
+
+def print_centre_steps(errors: dict, variant: str) -> None:
+    from bench_low_rank import BLOCK, blocks
+    from keras_cadstn.evaluate import paired_difference
+    steps = list(errors)
+    print(f"\n{variant}, localiser + refiner, the last centre-of-mass pass on every N-th pixel "
+          f"(HandTracker centre_step):\n")
+    print(f"| centre_step | mean error (mm) | - centre_step {steps[0]} (mm, 95% interval over blocks of {BLOCK} "
+          f"frames) |")
+    print("|---|---|---|")
+    for step in steps:
+        d = paired_difference(blocks(errors[step]), blocks(errors[steps[0]]))
+        gap = "-" if step == steps[0] else f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+        print(f"| {step} | {np.nanmean(errors[step]):.2f} | {gap} |")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ costs can be read off. ``--fc-rank R`` adds TFLite dynamic_int8 and int8 rows
 with the bundle's step of fc rank R (``bundle.add_low_rank_step``; the fresh bundle's is fitted to
 synthetic hand crops; what the rank does to the error: benchmarks/bench_low_rank.py), and the
 dynamic_int8 one again with two refiner passes from the last frame's joint instead of
-``RefinerConfig.tracked_iterations``; 0: none.
+``RefinerConfig.tracked_iterations``, and again with the last centre-of-mass pass around the refined
+joint on every pixel instead of every ``HandTracker.centre_step``-th; 0: none.
 """
 import argparse
 import os
@@ -160,6 +161,9 @@ def main():
             trackers.append((f"streaming, {backend} {precision}, fc rank {fc_rank}, two refiner passes when tracked",
                              HandTracker(bundle.with_refiner_settings(tracked_iterations=2), backend=backend,
                                          precision=precision, num_threads=args.threads, fc_rank=fc_rank, **paths)))
+            trackers.append((f"streaming, {backend} {precision}, fc rank {fc_rank}, last centre pass on every pixel",
+                             HandTracker(bundle, backend=backend, precision=precision, num_threads=args.threads,
+                                         fc_rank=fc_rank, centre_step=1, **paths)))
     # the same tracker with the networks (pose step, refiner) replaced by no-ops: what the
     # pre-processing costs
     tracker = HandTracker(bundle, backend="keras")
@@ -184,7 +188,7 @@ def main():
         """(p50, name) of the fastest row with the refiner (where the bundle has one) as configured,
         full or low rank."""
         return min(((np.percentile(ms, 50), name) for name, ms, _ in rows[:-1]
-                    if "refiner off" not in name and "two refiner passes" not in name
+                    if not any(variant in name for variant in ("refiner off", "two refiner passes", "every pixel"))
                     and ("fc rank" in name) == low_rank), default=(None, None))
     naive = np.percentile(rows[-1][1], 50)
     print(f"\nTracker per frame, pre-processing included: {bundle.image_size}x{bundle.image_size} crops, "

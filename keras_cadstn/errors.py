@@ -31,3 +31,10 @@ class ParityError(CadstnError, RuntimeError):
 
 class TrainingError(CadstnError, RuntimeError):
     """A training stage could not train the steps it was asked for (no data, NaN loss, ...)."""
+
+
+def is_positive_int(value) -> bool:
+    """Whether ``value`` is an integer >= 1 (a Python or NumPy int, not a bool): what pixel steps,
+    ranks and counts given as settings must be."""
+    import numbers
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and bool(value >= 1)

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from keras_cadstn.camera import Camera
-from keras_cadstn.errors import ConfigError, DataError, NoHandError
+from keras_cadstn.errors import ConfigError, DataError, NoHandError, is_positive_int
 
 # Normalised value of "no hand here": the far plane of the cube. Hand pixels are strictly below it.
 BACKGROUND = 1.0
@@ -72,22 +72,29 @@ def _mean_of_pixels_in_cube(depth_mm, center_uvd, cube, camera, step: int = 1, f
 
 
 def hand_center(depth_mm, reference_uvd, cube, camera: Camera, refinements: int = 1,
-                where: str = "frame", coarse_step: int = 1, far_limit: float = np.inf) -> np.ndarray:
+                where: str = "frame", coarse_step: int = 1, far_limit: float = np.inf,
+                final_step: int = 1) -> np.ndarray:
     """Centre of mass (uvd) of the depth pixels inside the cube around ``reference_uvd``.
 
     The mean is taken once around the reference point and then ``refinements`` more times around
     the previous result (docs/architecture.md: "repeat once"). ``coarse_step`` > 1: every pass but the
     last looks at every coarse_step-th pixel only (the tracker's speed-up; the result is still a
-    full-resolution centre of mass). ``far_limit``: pixels deeper than this (mm) do not count (the
+    full-resolution centre of mass); ``final_step`` > 1: the last pass too (the tracker's centre
+    around a refined joint, ``HandTracker(centre_step=...)``; 1, the default: the training
+    pre-processing's centre). ``far_limit``: pixels deeper than this (mm) do not count (the
     label-free localiser keeps the body behind the hand out). Raises ``NoHandError`` naming
     ``where`` when no pixel lies in the cube.
     """
+    for name, value in (("coarse_step", coarse_step), ("final_step", final_step)):
+        if not is_positive_int(value):
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     center = np.asarray(reference_uvd, dtype=np.float64)
     cube = np.asarray(cube, dtype=np.float64)
     if not np.all(np.isfinite(center)) or center[2] <= 0:
         raise DataError(f"{where}: reference point {center.tolist()} must be finite with depth > 0 mm")
     for i in range(1 + refinements):
-        mean = _mean_of_pixels_in_cube(depth_mm, center, cube, camera, coarse_step if i < refinements else 1, far_limit)
+        step = coarse_step if i < refinements else final_step
+        mean = _mean_of_pixels_in_cube(depth_mm, center, cube, camera, step, far_limit)
         if mean is None:
             raise NoHandError(
                 f"{where}: no depth pixel within the {cube.tolist()} mm cube around "

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from keras_cadstn.errors import ConfigError, DataError
+from keras_cadstn.errors import ConfigError, DataError, is_positive_int
 
 
 class KerasFunction:
@@ -104,7 +104,7 @@ def check_fc_rank(fc_rank) -> int | None:
     """None (full rank) or a rank >= 1 as an int; ``ConfigError`` otherwise."""
     if fc_rank is None:
         return None
-    if isinstance(fc_rank, bool) or not isinstance(fc_rank, (int, np.integer)) or fc_rank < 1:
+    if not is_positive_int(fc_rank):
         raise ConfigError(f"fc_rank must be None (full rank) or an integer >= 1, got {fc_rank!r}")
     return int(fc_rank)
 

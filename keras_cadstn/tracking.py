@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from keras_cadstn.detect import DETECTOR_PATH, load_detector
-from keras_cadstn.errors import ConfigError, DataError, NoHandError
+from keras_cadstn.errors import ConfigError, DataError, NoHandError, is_positive_int
 from keras_cadstn.preprocessing import centre_motion, check_depth_image, crop_and_normalize, hand_center, joints_to_mm
 from keras_cadstn.refine import refine_centre
 from keras_cadstn.runtime import RUNNERS, KerasFunction, artifact_path, as_refiner, as_step, check_fc_rank
@@ -196,7 +196,9 @@ class HandTracker:
     ONNX (``export.export_for_tracker`` gives both); ``fc_rank``: run the bundle's step with low-rank
     fc layers of that rank (``bundle.add_low_rank_step``, ``cadstn compress``: less weight memory to
     read per frame; what it does to the error: ``benchmarks/bench_low_rank.py``; default: the
-    trained layers).
+    trained layers). ``centre_step``: the centre of mass around the refined joint looks at every
+    centre_step-th pixel in both its passes (1: the last at full resolution, as the training crops'
+    centre).
 
     >>> tracker = HandTracker(load_bundle("bundle"), backend="tflite")
     >>> result = tracker.update(depth)   # result.joints_mm: (K, 3), or result.found False
@@ -205,7 +207,9 @@ class HandTracker:
     def __init__(self, bundle, backend: str = "keras", precision: str = "float32", model_path: str | None = None,
                  localiser: HandLocaliser = HandLocaliser(), num_threads: int | None = None,
                  reset_every: int | None = None, refine: bool | None = None, refiner_path: str | None = None,
-                 fc_rank: int | None = None):
+                 fc_rank: int | None = None, centre_step: int = 2):
+        if not is_positive_int(centre_step):
+            raise ConfigError(f"centre_step must be an integer >= 1, got {centre_step!r}")
         self.bundle = bundle
         self.camera = bundle.camera
         self.cube = np.asarray(bundle.spec.cube, np.float64)
@@ -219,6 +223,12 @@ class HandTracker:
         # more (bench_tracking.py, TFLite dynamic_int8: 0.045 instead of 0.059 ms a pass)
         self.refiner = make_runner(bundle, "refine", backend, precision, refiner_path, 1) if refine else None
         self.backend = backend
+        # ours: 2 (the localiser's default step), chosen on the demo's validation split (tracker
+        # error, every pixel - every 2nd pixel in the last pass: -0.01 mm, 95% interval -0.12 to
+        # +0.11 over blocks of 16 frames; benchmarks/bench_tracker_accuracy.py --split val
+        # --centre-steps 2 1): a full-resolution pass over the cube's pixels cost 0.10 ms more per
+        # frame in bench_tracking.py's paired row, three times the refiner network's pass
+        self.centre_step = int(centre_step)
         # ours: None carries the LSTM state for the whole stream; an int restarts it every N frames
         # (the temporal network was trained on clips of T; track_split reports which was used)
         self.reset_every = reset_every
@@ -275,7 +285,8 @@ class HandTracker:
         passing in front of the hand; on the demo's validation split this also tracked better than
         starting from the previous crop centre) or, without one or when that fails, from the
         localiser's detection ('detected', ``refiner_config.iterations`` passes); then the training
-        pre-processing's centre of mass around the refined joint, as labelled centres give."""
+        pre-processing's centre of mass around the refined joint, as labelled centres give (its last
+        pass on every ``centre_step``-th pixel)."""
         starts = [(self.previous_reference, "tracked")] if self.previous_reference is not None else []
         for start, mode in starts + [(None, "detected")]:
             if start is None:
@@ -286,9 +297,11 @@ class HandTracker:
             reference = refine_centre(self.refiner, depth_mm, start, self.cube, self.camera, config,
                                       config.tracked_iterations if mode == "tracked" else config.iterations)
             try:
-                # the first of the two passes on every ``step``-th pixel, as the localiser's (the
-                # last is at full resolution): on the demo's validation split the same error
-                center = hand_center(depth_mm, reference, self.cube, self.camera, coarse_step=self.localiser.step)
+                # the first of the two passes on every ``step``-th pixel, as the localiser's (on the
+                # demo's validation split the same error as at full resolution); the last on every
+                # ``centre_step``-th
+                center = hand_center(depth_mm, reference, self.cube, self.camera, coarse_step=self.localiser.step,
+                                     final_step=self.centre_step)
             except NoHandError:
                 continue
             self.previous_reference = reference

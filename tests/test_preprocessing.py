@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from keras_cadstn.camera import ICVL_CAMERA, NYU_CAMERA, Camera
-from keras_cadstn.errors import DataError, NoHandError
+from keras_cadstn.errors import ConfigError, DataError, NoHandError
 from keras_cadstn.preprocessing import (BACKGROUND, HAND_LIMIT, VOLUME_THRESHOLD, crop_and_normalize, denormalize_joints,
                                         hand_center, normalize_joints, preprocess_frame, slice_volume)
 
@@ -63,6 +63,14 @@ def test_hand_center_coarse_first_pass_ends_at_full_resolution():
     # pass would give 319 or 320, not 319.5)
     np.testing.assert_allclose(hand_center(img, [325, 245, 520], cube, NYU_CAMERA, coarse_step=2), full)
     np.testing.assert_allclose(hand_center(img.astype(np.uint16), [325, 245, 520], cube, NYU_CAMERA), full)
+    # ``final_step``: the last pass coarse too (the tracker's centre around a refined joint). Both
+    # passes' boxes start at an odd pixel (u0 = floor(325 - 169.6) = 155, v0 = 75, then 143 and 63),
+    # so they see the odd columns 301..339 and rows 221..259 of the block: means 320 and 240
+    np.testing.assert_allclose(hand_center(img, [325, 245, 520], cube, NYU_CAMERA, coarse_step=2, final_step=2),
+                               [320.0, 240.0, 500.0])
+    for bad in ({"coarse_step": 0}, {"final_step": 0}, {"final_step": 2.0}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            hand_center(img, [325, 245, 520], cube, NYU_CAMERA, **bad)
     # a near hand: the cube's depth band reaches below 0, and "no reading" (0) still does not count
     near = _block_image(depth=100.0)
     for depth in (near, near.astype(np.uint16)):

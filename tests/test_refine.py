@@ -185,14 +185,15 @@ def test_the_tracker_moves_the_localisers_centre_by_the_refiner(tiny_bundle, tmp
     cube = np.asarray(bundle.spec.cube, np.float64)
     found, _ = HandLocaliser().track(depth, None, cube, NYU_CAMERA)
     moved = move_centre(move_centre(found, [0.05, -0.04, 0.0], cube, NYU_CAMERA), [0.05, -0.04, 0.0], cube, NYU_CAMERA)
-    expected = hand_center(depth, moved, cube, NYU_CAMERA)  # then the training pre-processing's centre
+    # then the training pre-processing's centre of mass, both passes on every 2nd pixel (centre_step)
+    expected = hand_center(depth, moved, cube, NYU_CAMERA, coarse_step=2, final_step=2)
 
     result = HandTracker(bundle).update(depth)
     np.testing.assert_allclose(result.center_uvd, expected, atol=1e-4)
     plain = HandTracker(bundle, refine=False).update(depth)
     np.testing.assert_allclose(plain.center_uvd, found)
     given = HandTracker(bundle).update(depth, center_uvd=moved)  # a given centre is not refined
-    np.testing.assert_allclose(given.center_uvd, expected)
+    np.testing.assert_allclose(given.center_uvd, hand_center(depth, moved, cube, NYU_CAMERA))  # at full resolution
 
 
 def test_the_tracker_refines_from_its_last_joint_tracked_iterations_times(tiny_bundle, tmp_path):
@@ -223,6 +224,34 @@ def test_the_tracker_refines_from_its_last_joint_tracked_iterations_times(tiny_b
     assert RefinerConfig.from_dict(saved).tracked_iterations == 1
     with pytest.raises(ValueError, match="tracked_iterations"):
         RefinerConfig(tracked_iterations=0)
+
+
+def test_the_tracker_centres_the_crop_around_the_refined_joint_on_every_centre_step_th_pixel(tiny_bundle, tmp_path):
+    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
+    config = RefinerConfig(**TINY_REFINER)
+    path = save_bundle(str(tmp_path / "b"), tiny_bundle.model, tiny_bundle.spec, tiny_bundle.config,
+                       constant_refiner(config, [0.0625, -0.03125, 0.0]), config)
+    bundle = load_bundle(path)
+    depth, _ = SequenceRenderer(4, SynthConfig()).render(0)
+    depth_mm, cube = NYU_CAMERA.to_mm(depth), np.asarray(bundle.spec.cube, np.float64)
+    centres, joints = {}, {}
+    for step in (1, 2, 3):
+        tracker = HandTracker(bundle, centre_step=step)
+        result = tracker.update(depth)
+        # the first pass on the localiser's every 2nd pixel, the last on every ``step``-th
+        expected = hand_center(depth_mm, tracker.previous_reference, cube, NYU_CAMERA, coarse_step=2,
+                               final_step=step)
+        np.testing.assert_allclose(result.center_uvd, expected, rtol=0, atol=1e-9)
+        centres[step], joints[step] = result.center_uvd, tracker.previous_reference
+    # the same refined joint (the refiner is constant), three different centres of mass; step 1's
+    # last pass is the training pre-processing's, at full resolution
+    np.testing.assert_array_equal(joints[1], joints[3])
+    assert not np.allclose(centres[1], centres[2]) and not np.allclose(centres[2], centres[3])
+    np.testing.assert_allclose(centres[1], hand_center(depth_mm, joints[1], cube, NYU_CAMERA, coarse_step=2),
+                               rtol=0, atol=1e-9)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="centre_step must be an integer >= 1"):
+            HandTracker(bundle, centre_step=bad)
 
 
 def test_refiner_settings_change_at_test_time_but_not_the_network(tiny_bundle, tmp_path):

@@ -94,8 +94,8 @@ class RefinerConfig(_CropNetworkSettings):
     iterations: int = 2  # refinement passes from a detection (the second corrects the first's crop shift)
     # passes from the last frame's refined joint (the tracker's usual start, already near the
     # joint). On the demo's validation split, tracker error paired over eight refiners (two seeds of
-    # four training settings): two passes - one pass +0.12 mm (95% interval -0.13 to +0.38; per
-    # refiner -0.24 to +0.58; benchmarks/bench_refiner_scenes.py --tracked-passes 1 2), so one: a
+    # four training settings): two passes - one pass +0.14 mm (95% interval -0.13 to +0.41; per
+    # refiner -0.26 to +0.55; benchmarks/bench_refiner_scenes.py --tracked-passes 1 2), so one: a
     # refiner pass less per frame (bench_tracking.py's paired rows, 2-core Xeon: 0.18-0.68 ms saved in
     # four of five runs, nothing in the fifth, on a slow spell of that machine)
     tracked_iterations: int = 1
@@ -113,7 +113,7 @@ class RefinerConfig(_CropNetworkSettings):
     # puts the joint 23-74 mm behind the palm's surface while its image position stays near the
     # palm; at 20 mm the check brings 7 of the 8 within 60 mm of the annotated palm (5 without).
     # Why it is off: on the
-    # demo's validation split it raised the tracker's error from 19.82 to 20.54 mm (23.9-24.8 mm
+    # demo's validation split it raised the tracker's error from 19.82 to 20.56 mm (23.9-24.8 mm
     # at 30-60 mm): whatever lies in front of the palm at the joint's pixel (the split's occluders
     # pass in front of the hand; curled fingers) counts as the surface, and the joint is pulled
     # onto it (benchmarks/bench_refiner_surface.py)
