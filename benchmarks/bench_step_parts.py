@@ -1,6 +1,7 @@
 """Where the tracker's streaming step spends its time: each part of the step converted to TFLite on
 its own (the same layers, the same deployment form: folded sliced convolutions, float-step slicing
-where the precision allows it) and timed in alternating blocks of calls with the whole step, so a
+where the precision allows it, float weights at full resolution in dynamic_int8; the whole step is
+timed without those too) and timed in alternating blocks of calls with the whole step, so a
 slow spell of the machine lands on every row.
 
     python benchmarks/bench_step_parts.py [--bundle B] [--image-size 128] [--fc-rank 16]
@@ -105,10 +106,15 @@ def main():
             if precision == "int8":  # calibrated on the crops (and, with LSTM state, the states they give)
                 representative = ((lambda m=model: export.representative_inputs(m, samples, "step"))
                                   if len(model.inputs) > 1 else (lambda: ({"crop": c[None]} for c in samples.crops)))
-            runner = TFLiteRunner(export.convert_tflite(model, precision, representative), num_threads=args.threads)
-            feed = {k: (crop if k == "crop" else np.zeros(d["shape"], np.float32))
-                    for k, d in runner.runner.get_input_details().items()}
-            runners[name] = lambda r=runner, f=feed, **_: r(**f)
+            converted = {name: export.convert_tflite(model, precision, representative)}
+            if precision == "dynamic_int8" and model is deployed:  # what the float weights at full resolution save
+                converted[f"{name}, int8 weights at full resolution too"] = export.convert_tflite(
+                    model, precision, float_full_resolution=False)
+            for label, flatbuffer in converted.items():
+                runner = TFLiteRunner(flatbuffer, num_threads=args.threads)
+                feed = {k: (crop if k == "crop" else np.zeros(d["shape"], np.float32))
+                        for k, d in runner.runner.get_input_details().items()}
+                runners[label] = lambda r=runner, f=feed, **_: r(**f)
         times = paired_blocks(runners, {}, args.blocks)
         whole = float(np.median(times["whole step"]))
         for name, ms in times.items():

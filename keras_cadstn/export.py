@@ -289,12 +289,15 @@ def _single_frame_inputs(keras_model, samples: Samples, which: str) -> np.ndarra
     return samples.refiner_crops(keras_model.input.shape[1]) if which == "refine" else samples.crops
 
 
-def convert_tflite(keras_model, precision: str = "float32", representative=None) -> bytes:
+def convert_tflite(keras_model, precision: str = "float32", representative=None,
+                   float_full_resolution: bool = True) -> bytes:
     """A Keras model as a TFLite flatbuffer (batch 1, inputs/outputs named as in the model).
 
     ``representative``: for int8, a callable returning an iterator of input lists/dicts (the
-    calibration data). Goes through a SavedModel: ``from_concrete_functions`` on a Keras 3 model
-    gave garbage weights (NaN out of the first conv) in TF 2.21; this route matches Keras to ~1e-7.
+    calibration data). ``float_full_resolution`` (dynamic_int8): the convolutions at the largest
+    feature maps with float32 weights (``float_weights_at_full_resolution``); False: as converted.
+    Goes through a SavedModel: ``from_concrete_functions`` on a Keras 3 model gave garbage weights
+    (NaN out of the first conv) in TF 2.21; this route matches Keras to ~1e-7.
     """
     import tempfile
 
@@ -320,9 +323,57 @@ def convert_tflite(keras_model, precision: str = "float32", representative=None)
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         # dynamic_int8 (DEFAULT alone): int8 weights, float activations, 4x less weight memory to read
-        return converter.convert()
+        flatbuffer = converter.convert()
+        if precision == "dynamic_int8" and float_full_resolution:
+            return float_weights_at_full_resolution(flatbuffer)
+        return flatbuffer
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def float_weights_at_full_resolution(flatbuffer: bytes) -> bytes:
+    """A dynamic_int8 TFLite model with its convolutions that read the largest feature maps (the
+    crop's full resolution) given float32 weights: their int8 values times their scales, so the
+    model computes what it computed, without quantising those convolutions' inputs.
+
+    Why: dynamic-range quantisation makes int8 every weight tensor of 1,024 elements or more, and
+    the converter has no switch for one layer. At 128x128 the sliced branch's first convolution
+    (3x3x8x32, folded) reads 128x128x8 and writes 128x128x32: with int8 weights each call first
+    quantises that input, and the first stage took 0.81 ms where float weights take 0.62 ms; the
+    depth branch's (288 weights) is float either way (benchmarks/bench_step_parts.py). The later
+    stages, at 32x32 and 16x16, are faster in int8 and keep it.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    users = {}  # buffer -> tensors that read it (a shared buffer is left as it is)
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            users[tensor.buffer] = users.get(tensor.buffer, 0) + 1
+    changed = False
+    for graph in model.subgraphs:
+        convs = [op for op in graph.operators if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "CONV_2D"]
+
+        def pixels(op) -> int:  # NHWC input
+            shape = graph.tensors[op.inputs[0]].shape
+            return int(shape[1]) * int(shape[2])
+        largest = max((pixels(op) for op in convs), default=0)
+        for op in convs:
+            weights = graph.tensors[op.inputs[1]]
+            if pixels(op) != largest or weights.type != schema.TensorType.INT8 or users[weights.buffer] > 1:
+                continue
+            quantization = weights.quantization
+            values = np.frombuffer(bytes(model.buffers[weights.buffer].data), np.int8).reshape(weights.shape)
+            scale_shape = [1] * values.ndim
+            scale_shape[quantization.quantizedDimension] = -1
+            scales = np.asarray(quantization.scale, np.float32).reshape(scale_shape)
+            zero_points = np.asarray(quantization.zeroPoint, np.float32).reshape(scale_shape)
+            dequantised = ((values.astype(np.float32) - zero_points) * scales).astype(np.float32)
+            model.buffers[weights.buffer].data = np.frombuffer(dequantised.tobytes(), np.uint8)
+            weights.type = schema.TensorType.FLOAT32
+            weights.quantization = schema.QuantizationParametersT()
+            changed = True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else flatbuffer
 
 
 def export_tflite(bundle, path: str, which: str = "step", precision: str = "float32",

@@ -116,17 +116,22 @@ def artifact_name(backend: str, precision: str = "float32", which: str = "step",
     return f"{which}_{precision}{rank}.tflite" if backend == "tflite" else f"{which}{rank}.onnx"
 
 
+# raised whenever what the exporter writes for the same Keras model changes, so that the cache does
+# not hand out artifacts of an older exporter (2: dynamic_int8 with float weights at full resolution)
+EXPORT_FORMAT = 2
+
+
 def artifact_path(bundle, backend: str, precision: str = "float32", which: str = "step",
                   fc_rank: int | None = None) -> str:
     """Where the exported ``which`` model ('step', or 'refine': the centre refiner) of ``bundle`` for
     ``backend``/``precision`` (``fc_rank``: the bundle's step with low-rank fc layers) lives in the
     cache, keyed by the content of the Keras file it comes from (a retrained bundle or a step made
-    again gets a new entry)."""
+    again gets a new entry) and by ``EXPORT_FORMAT``."""
     from keras_cadstn.bundle import MODEL_FILE, REFINER_FILE, low_rank_file
     from keras_cadstn.data.tfrecord import file_sha256
     source = os.path.join(bundle.path, REFINER_FILE if which == "refine" else
                           MODEL_FILE if fc_rank is None else low_rank_file(fc_rank))
-    return os.path.join(cache_dir(), "exports", file_sha256(source)[:20],
+    return os.path.join(cache_dir(), "exports", f"{file_sha256(source)[:20]}_format{EXPORT_FORMAT}",
                         artifact_name(backend, precision, which, fc_rank))
 
 

@@ -213,6 +213,54 @@ def test_float_graphs_slice_with_float_steps(tiny_bundle, samples):
     np.testing.assert_array_equal(got, np.asarray(slice_volume(samples.crops, 8)))
 
 
+def test_dynamic_int8_keeps_float_weights_for_the_full_resolution_convolutions(rng):
+    """dynamic_int8: the convolutions reading the largest feature maps get their int8 weights back
+    as float32 (the int8 values times their scales, per output channel); the later ones stay int8."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    keras.utils.set_random_seed(0)
+    crop = keras.Input((32, 32, 8), name="crop")
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="full")(crop)  # 2,304 weights
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="half")(x)  # 18,432 weights
+    model = keras.Model(crop, keras.layers.GlobalAveragePooling2D()(x))
+    flatbuffer = export.convert_tflite(model, "dynamic_int8")
+    plain = export.convert_tflite(model, "dynamic_int8", float_full_resolution=False)  # as converted
+    assert export.float_weights_at_full_resolution(plain) == flatbuffer
+
+    def conv_weights(data):  # (input height, weight tensor, its values) per CONV_2D, in graph order
+        m = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+        g = m.subgraphs[0]
+        out = []
+        for op in g.operators:
+            if flatbuffer_utils.opcode_to_name(m, op.opcodeIndex) == "CONV_2D":
+                w = g.tensors[op.inputs[1]]
+                dtype = np.float32 if w.type == 0 else np.int8
+                out.append((int(g.tensors[op.inputs[0]].shape[1]), w,
+                            np.frombuffer(bytes(m.buffers[w.buffer].data), dtype).reshape(w.shape)))
+        return out
+    (size_q, full_q, values_q), (_, half_q, _) = conv_weights(plain)
+    (size, full, values), (_, half, _) = conv_weights(flatbuffer)
+    assert (size_q, size) == (32, 32) and full_q.type == 9 and half_q.type == 9  # both int8 as converted
+    assert full.type == 0 and half.type == 9  # float32 at full resolution only
+    scales = np.asarray(full_q.quantization.scale, np.float32)[:, None, None, None]  # per output channel (OHWI)
+    np.testing.assert_array_equal(values, values_q.astype(np.float32) * scales)
+    kernel = np.transpose(model.get_layer("full").get_weights()[0], (3, 0, 1, 2))
+    np.testing.assert_allclose(values, kernel, rtol=0, atol=float(scales.max()) / 2 + 1e-7)
+    x = rng.random((1, 32, 32, 8)).astype(np.float32)
+    expected = model.predict_on_batch(x)
+    for data in (plain, flatbuffer):
+        it = Interpreter(model_content=data)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        got = it.get_tensor(it.get_output_details()[0]["index"])
+        assert np.abs(got - expected).mean() < 0.02 * np.abs(expected).mean()
+    assert export.float_weights_at_full_resolution(flatbuffer) == flatbuffer  # nothing left to change
+
+
 def test_failed_parity_writes_nothing(tiny_bundle, samples, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCE_MM, "float16", 0.0)  # float16 always differs a little
     (tmp_path / "spatial.tflite").write_bytes(b"an older export of another model")

@@ -200,7 +200,13 @@ def test_track_sequence_example_writes_a_strip_and_a_video(tiny_bundle, tmp_path
     image = cv2.imread(str(strip))
     assert image.shape[1] == 3 * image.shape[0]  # frames 0, 2, 4 side by side, square panels
     assert sorted(os.listdir(bundle)) == before  # the bundle may be read-only: exports go to the cache
-    assert len(list((tmp_path / "cache" / "exports").glob("*/step_dynamic_int8.tflite"))) == 1
+    cached = list((tmp_path / "cache" / "exports").glob("*/step_dynamic_int8.tflite"))
+    assert len(cached) == 1
+    # keyed by the Keras file and by the exporter's format: an older exporter's artifact is not reused
+    from keras_cadstn.bundle import MODEL_FILE
+    from keras_cadstn.data.tfrecord import file_sha256
+    from keras_cadstn.runtime import EXPORT_FORMAT
+    assert cached[0].parent.name == f"{file_sha256(str(bundle / MODEL_FILE))[:20]}_format{EXPORT_FORMAT}"
 
     video = tmp_path / "track.avi"
     assert module.main(["--bundle", str(bundle), "--frames", "4", "--centre", "labelled", "--out", str(video)]) == 0
