@@ -5,7 +5,7 @@ timed without those too) and timed in alternating blocks of calls with the whole
 slow spell of the machine lands on every row.
 
     python benchmarks/bench_step_parts.py [--bundle B] [--image-size 128] [--fc-rank 16]
-        [--precisions dynamic_int8 int8] [--blocks 20] [--threads 2]
+        [--precisions float32 dynamic_int8 int8] [--blocks 20] [--threads 2]
 
 Without --bundle a freshly initialised CADSTN of the requested size is timed (the cost of a network
 does not depend on its weights). The parts are nested (the sliced volume is part of the sliced
@@ -40,7 +40,8 @@ def trunk_layers(model, prefix: str, stages: int, sliced: bool) -> list:
     for i in range(1, stages + 1):
         names += ([f"{prefix}conv{i}_folded", f"{prefix}conv{i}_1x1_activation"] if sliced else [f"{prefix}conv{i}"])
         names.append(f"{prefix}pool{i}")
-    missing = [n for n in names if n not in {layer.name for layer in model.layers}]
+    present = {layer.name for layer in model.layers}
+    missing = [n for n in names if n not in present]
     if missing:
         raise SystemExit(f"bench_step_parts: error: {model.name} has no layers {missing}")
     return names

@@ -1,5 +1,6 @@
-"""The tracker's joint error on the main job's test split (or validation split), per backend and precision: hand centre
-from the labels, from the localiser, and from the localiser moved by the bundle's centre refiner.
+"""The tracker's joint error on the main job's test split (or validation split), per backend and
+precision: hand centre from the labels, from the localiser, and from the localiser moved by the
+bundle's centre refiner.
 
 Run `cadstn demo` first: its workdir holds the raw frames, the records and the bundle.
 
