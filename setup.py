@@ -8,8 +8,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_cadstn", "keras_cadstn.*"]),
-    # the trained hand detector (tools/train_detector.py makes it)
-    package_data={"keras_cadstn": ["assets/hand_detector.keras", "assets/hand_detector.json"]},
+    # the trained hand detector (tools/train_detector.py makes it); the synthetic generator's hand mesh
+    # (tools/convert_webxr_hand.py makes it) with its licence
+    package_data={"keras_cadstn": ["assets/hand_detector.keras", "assets/hand_detector.json", "assets/hands/*"]},
     python_requires=">=3.10",
     install_requires=[
         # TF 2.21 brings Keras 3; tensorflow-addons is NOT used (end of life, breaks with TF >= 2.16).
@@ -21,6 +22,7 @@ setup(
         "opencv-python-headless>=4.9",  # PNG I/O without GUI libraries
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "numba>=0.60",  # the synthetic generator's mesh rasteriser
         "tensorboard>=2.20",  # no longer pulled in by tensorflow 2.21; the TensorBoard callback needs it
     ],
     extras_require={

@@ -31,28 +31,17 @@ SUBSETS = ("all", "clean", "occluded")
 
 
 def config(args):
-    from keras_cadstn.demo import BENCHMARK_STEPS, DEMO_TRAINING, DemoConfig
-    from keras_cadstn.train import TrainConfig
-    workdir = args.workdir or os.path.join(os.path.expanduser("~"), ".cache", "keras_cadstn",
-                                           "bench_quick" if args.quick else f"bench_{args.image_size}")
-    if args.quick:
-        train = TrainConfig(steps=dict.fromkeys(DEMO_TRAINING.steps, 4), batch_size=16, checkpoint_every=4,
-                            schedule="cosine", verbose=0)
-        return DemoConfig(workdir=workdir, frames_per_sequence=32, train_sequences=3, val_sequences=1,
-                          test_sequences=1, image_size=32, seq_len=4, seeds=args.seeds or 2, train=train,
-                          network=(("fc_units", 32), ("lstm_units", 16)))
-    cfg = DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4,
-                     test_sequences=args.test_sequences,
-                     image_size=args.image_size, seeds=args.seeds or 3,
-                     train=dataclasses.replace(DEMO_TRAINING, steps=BENCHMARK_STEPS, verbose=0,
-                                               temporal_init=args.temporal_init[0]))
-    return cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg
+    from keras_cadstn.config import benchmark
+    cfg = benchmark(args.image_size, quick=args.quick, workdir=args.workdir, seeds=args.seeds,
+                    test_sequences=args.test_sequences, temporal_init=args.temporal_init[0])
+    return cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 and not args.quick else cfg
 
 
 def nearest_pose_oracle(train_dir: str, test_dir: str) -> float:
     """Mean error (mm) of predicting each test frame by the training frame whose palm-relative pose
     is nearest to its ground truth: the floor any method can reach by recalling training poses."""
-    from keras_cadstn.evaluate import mean_error, read_test_split
+    from keras_cadstn.data.metrics import mean_error
+    from keras_cadstn.data.splits import read_test_split
     _, tr = read_test_split(os.path.join(train_dir, "*.tfrecord"))
     _, te = read_test_split(os.path.join(test_dir, "*.tfrecord"))
     rel_tr = tr["joints_xyz"].reshape(len(tr["center_xyz"]), -1, 3) - tr["center_xyz"][:, None]
@@ -103,7 +92,7 @@ def subset_errors(run: dict) -> dict:
 def subset_parts(run: dict) -> dict:
     """{part: {subset: {method: mean mm}}} of one seed's test predictions, the error split into the
     hand's global offset and the articulation (``evaluate.error_parts``)."""
-    from keras_cadstn.evaluate import error_parts
+    from keras_cadstn.data.metrics import error_parts
     masks = subset_masks(run["test"]["meta"]["occlusion"])
     parts = {name: error_parts(run["test"]["gt"], p) for name, p in run["test"]["pred"].items()}
     return {part: {s: {name: float(v[part][m].mean()) if m.any() else float("nan") for name, v in parts.items()}
@@ -113,7 +102,7 @@ def subset_parts(run: dict) -> dict:
 def subset_sweeps(run: dict) -> dict:
     """{subset: {w: mean error}} of J = w T + (1 - w) S on clean and on occluded test frames: what a
     gate that knew the occlusion could gain at best (reference only, never used to choose)."""
-    from keras_cadstn.evaluate import fixed_weight_sweep
+    from keras_cadstn.training.evaluate import fixed_weight_sweep
     t = run["test"]
     masks = subset_masks(t["meta"]["occlusion"])
     out = {}
@@ -172,13 +161,14 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny configuration for smoke tests")
     args = p.parse_args(argv)
     start = time.time()
-    from keras_cadstn.models import CADSTNConfig
+    from keras_cadstn.config import CADSTNConfig
     args.centre_motion = args.centre_motion or ["on" if CADSTNConfig().centre_motion else "off"]
 
+    from keras_cadstn.data.metrics import paired_difference, spread
     from keras_cadstn.data.tfrecord import dataset_spec_of, read_manifest
     from keras_cadstn.demo import prepare_records
-    from keras_cadstn.evaluate import evaluate_stages, paired_difference, spread
-    from keras_cadstn.train import train_cadstn
+    from keras_cadstn.training.evaluate import evaluate_stages
+    from keras_cadstn.training.stages import train_cadstn
 
     cfg = config(args)
     if args.fusion_steps:

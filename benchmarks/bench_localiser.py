@@ -10,11 +10,14 @@ frames in tests/data/real_frames (within 60 mm of the annotated palm).
 Run: python benchmarks/bench_localiser.py [--sequences 12 --frames 80 --seed 1000]
          [--detectors geometric learned] [--bundle B [--refiner MODEL.keras]]
 """
-import argparse
 import os
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "real_frames")
 
@@ -27,11 +30,12 @@ def synthetic_scenes(args, localiser, bundle=None):
     its reference joint refined from this frame's detection (as HandTracker starts) against the true
     palm. Distances in mm, inf = no hand reported."""
     from keras_cadstn.camera import NYU_CAMERA
+    from keras_cadstn.config import SynthConfig
     from keras_cadstn.data.frames import NYU
-    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
-    from keras_cadstn.preprocessing import hand_center
-    from keras_cadstn.refine import refine_centre
-    from keras_cadstn.runtime import KerasFunction, as_refiner
+    from keras_cadstn.data.preprocessing import hand_center
+    from keras_cadstn.data.synthetic import SequenceRenderer
+    from keras_cadstn.tracking.refiner import refine_centre
+    from keras_cadstn.tracking.runtime import KerasFunction, as_refiner
     cube, cam = np.asarray(NYU.cube, float), NYU_CAMERA
     rows, no_hand_says_hand = [], 0
     refiner = as_refiner(KerasFunction(bundle.refiner)) if bundle is not None else None
@@ -67,9 +71,10 @@ def real_points(localiser, bundle=None) -> list:
     The annotated palm is its pixel at the median depth of the valid pixels around it (a point on
     the palm's surface)."""
     import cv2
-    from keras_cadstn.refine import refine_centre
-    from keras_cadstn.runtime import KerasFunction, as_refiner
-    from keras_cadstn.sources import PngFolderSource
+
+    from keras_cadstn.tracking.refiner import refine_centre
+    from keras_cadstn.tracking.runtime import KerasFunction, as_refiner
+    from keras_cadstn.tracking.sources import PngFolderSource
     cam = PngFolderSource(REAL).camera  # the folder's camera.json
     refiner = as_refiner(KerasFunction(bundle.refiner)) if bundle is not None else None
     cube = np.array([300.0, 300.0, 300.0])
@@ -99,7 +104,7 @@ def real_frames(localiser, bundle=None):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--sequences", type=int, default=12)
     p.add_argument("--frames", type=int, default=80)
     p.add_argument("--seed", type=int, default=1000, help="first sequence seed (the demo's data use 0.., the "
@@ -111,23 +116,26 @@ def main():
                                     "(e.g. the `cadstn demo` bundle) and measure the refined joint")
     p.add_argument("--refiner", help="with --bundle: this centre refiner (a model.keras, e.g. one that "
                                      "bench_refiner_scenes.py trained) instead of the bundle's")
-    args = p.parse_args()
-    from keras_cadstn.tracking import HandLocaliser
+    common.run("bench_localiser", run, p)
+
+
+def run(args):
+    from keras_cadstn.tracking.localiser import HandLocaliser
     bundle = None
     if args.bundle:
-        from keras_cadstn.bundle import load_bundle
+        from keras_cadstn.models.bundle import load_bundle
         bundle = load_bundle(args.bundle)
         if args.refiner:
             import dataclasses
 
             import keras
             if not os.path.isfile(args.refiner):
-                p.error(f"no refiner model at {args.refiner}")
+                common.fail(f"no refiner model at {args.refiner}")
             bundle = dataclasses.replace(bundle, refiner=keras.models.load_model(args.refiner, compile=False))
         if bundle.refiner is None:
-            p.error(f"{args.bundle} has no centre refiner")
+            common.fail(f"{args.bundle} has no centre refiner")
     elif args.refiner:
-        p.error("--refiner needs --bundle (its refiner settings and camera)")
+        common.fail("--refiner needs --bundle (its refiner settings and camera)")
     start = time.time()
     for name in args.detectors:
         path = {"geometric": None, "learned": HandLocaliser.detector_path}.get(name, name)

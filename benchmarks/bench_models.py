@@ -5,8 +5,8 @@ pooling, activations and the slicing are left out (they are < 1 % here). Sequenc
 whole clips of T frames; "batch" counts frames (batch 1 of a sequence model = one clip).
 Run: python benchmarks/bench_models.py [--image-size 128] [--repeats 3]
 """
-import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,9 +14,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_cadstn.models import (CADSTNConfig, build_baseline_network, build_cadstn,  # noqa: E402
-                                 build_sliced3d_network, build_spatial_network, build_temporal_network,
-                                 build_temporal_stream, spatial_inference_model)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+from keras_cadstn.config import CADSTNConfig
+from keras_cadstn.models import (
+    build_baseline_network,
+    build_cadstn,
+    build_sliced3d_network,
+    build_spatial_network,
+    build_temporal_network,
+    build_temporal_stream,
+    spatial_inference_model,
+)
 from keras_cadstn.models.layers import FrozenSubmodel  # noqa: E402
 
 
@@ -51,11 +61,14 @@ def frames_per_second(model, inputs, frames, repeats):
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = common.parser(__doc__)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
+    common.run("bench_models", run, p)
+
+
+def run(args):
     cfg = CADSTNConfig(image_size=args.image_size, seq_len=args.seq_len)
     t = cfg.seq_len
     temporal = build_temporal_network(cfg)

@@ -15,40 +15,45 @@ with the refiner - float32 with the refiner. ``--split val`` measures the valida
 again with each ``HandTracker(centre_step=...)`` (the last centre-of-mass pass on every N-th pixel),
 each against the first, paired over blocks of 16 consecutive frames with a 95% t interval.
 """
-import argparse
-import json
 import os
+import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
 
 def main():
-    from keras_cadstn.demo import DEFAULT_WORKDIR
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default=os.path.join(DEFAULT_WORKDIR, "demo"), help="a `cadstn demo` workdir")
+    from keras_cadstn.config import cache_dir
+    p = common.parser(__doc__)
+    p.add_argument("--workdir", default=os.path.join(cache_dir(), "demo"), help="a `cadstn demo` workdir")
     p.add_argument("--variants", nargs="+", default=["keras:float32", "tflite:float32", "tflite:int8"],
                    help="backend:precision")
     p.add_argument("--calibration-clips", type=int, default=20, help="clips of T training crops for int8 calibration")
-    p.add_argument("--out", help="also write the results as JSON here")
     p.add_argument("--split", choices=("val", "test"), default="test")
     p.add_argument("--centre-steps", type=int, nargs="*", default=[],
                    help="HandTracker centre_step values to compare on the refiner row (first: the reference)")
-    args = p.parse_args()
-    if args.centre_steps and min(args.centre_steps) < 1:
-        p.error("--centre-steps must be >= 1")
+    common.run("bench_tracker_accuracy", run, p)
 
-    from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.demo import DemoConfig, demo_splits, tracker_errors
+
+def run(args):
+    if args.centre_steps and min(args.centre_steps) < 1:
+        common.fail("--centre-steps must be >= 1")
+
     from unittest import mock
 
+    from keras_cadstn.config import DemoConfig
+    from keras_cadstn.demo import demo_splits
     from keras_cadstn.errors import ParityError
-    from keras_cadstn.export import TOLERANCE_MM, export_for_tracker
-    from keras_cadstn.runtime import sample_clips
-    start = time.perf_counter()
+    from keras_cadstn.export.accuracy import tracker_errors
+    from keras_cadstn.export.artifacts import TOLERANCE_MM
+    from keras_cadstn.export.tracker import export_for_tracker
+    from keras_cadstn.models.bundle import load_bundle
+    from keras_cadstn.tracking.runtime import sample_clips
     split = demo_splits(DemoConfig(workdir=args.workdir))[args.split]
     bundle = load_bundle(os.path.join(args.workdir, "bundle"))
     records = os.path.join(args.workdir, f"records_{bundle.image_size}")
@@ -95,10 +100,7 @@ def main():
         print(f"refused by the exporter at its tolerance, measured here with it lifted: {why}")
     if args.centre_steps:
         print_centre_steps(steps, args.variants[0])
-    print(f"\nwall time {time.perf_counter() - start:.0f} s")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    return results
 
 
 def centre_step_errors(bundle, split, backend, precision, paths, centre_steps) -> dict:
@@ -111,7 +113,8 @@ def centre_step_errors(bundle, split, backend, precision, paths, centre_steps) -
 
 def print_centre_steps(errors: dict, variant: str) -> None:
     from bench_low_rank import BLOCK, blocks
-    from keras_cadstn.evaluate import paired_difference
+
+    from keras_cadstn.data.metrics import paired_difference
     steps = list(errors)
     print(f"\n{variant}, localiser + refiner, the last centre-of-mass pass on every N-th pixel "
           f"(HandTracker centre_step):\n")

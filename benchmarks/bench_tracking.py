@@ -20,9 +20,9 @@ dynamic_int8 one again with two refiner passes from the last frame's joint inste
 ``RefinerConfig.tracked_iterations``, and again with the last centre-of-mass pass around the refined
 joint on every pixel instead of every ``HandTracker.centre_step``-th; 0: none.
 """
-import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -30,9 +30,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
 
 def frames(bundle, n):
-    from keras_cadstn.data.synthetic import SequenceRenderer, SynthConfig
+    from keras_cadstn.config import SynthConfig
+    from keras_cadstn.data.synthetic import SequenceRenderer
     renderer = SequenceRenderer(123, SynthConfig(camera=bundle.camera))
     return [renderer.render(t)[0].astype(np.uint16) for t in range(n)]
 
@@ -54,7 +58,8 @@ class NaiveWindowTracker:
 
     def __init__(self, bundle):
         import tensorflow as tf
-        from keras_cadstn.tracking import HandLocaliser
+
+        from keras_cadstn.tracking.localiser import HandLocaliser
         self.bundle, self.localiser = bundle, HandLocaliser()
         model = bundle.model
         self.fn = tf.function(lambda clip: model(clip, training=False))
@@ -64,7 +69,7 @@ class NaiveWindowTracker:
         self.window, self.previous = [], None
 
     def update(self, depth):
-        from keras_cadstn.preprocessing import crop_and_normalize
+        from keras_cadstn.data.preprocessing import crop_and_normalize
         b = self.bundle
         depth_mm = b.camera.to_mm(depth)
         cube = np.asarray(b.spec.cube)
@@ -78,9 +83,11 @@ class NaiveWindowTracker:
 
 def make_bundle(image_size, seq_len, directory, fc_rank=None):
     import keras
-    from keras_cadstn.bundle import add_low_rank_step, load_bundle, save_bundle
+
+    from keras_cadstn.config import CADSTNConfig, RefinerConfig
     from keras_cadstn.data.frames import NYU
-    from keras_cadstn.models import CADSTNConfig, RefinerConfig, build_cadstn, build_centre_refiner
+    from keras_cadstn.models import build_cadstn, build_centre_refiner
+    from keras_cadstn.models.bundle import add_low_rank_step, load_bundle, save_bundle
     keras.utils.set_random_seed(0)
     config = CADSTNConfig(image_size=image_size, seq_len=seq_len)
     refiner = build_centre_refiner(RefinerConfig())
@@ -89,7 +96,7 @@ def make_bundle(image_size, seq_len, directory, fc_rank=None):
     bundle = load_bundle(save_bundle(os.path.join(directory, "bundle"), build_cadstn(config=config), NYU, config,
                                      refiner, RefinerConfig()))
     if fc_rank:
-        from keras_cadstn.runtime import sample_clips
+        from keras_cadstn.tracking.runtime import sample_clips
         add_low_rank_step(bundle, fc_rank, sample_clips(bundle, 16).crops, "synthetic hands")
     return bundle
 
@@ -115,7 +122,7 @@ def time_networks(tracker, repeats=100) -> tuple:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__)
     p.add_argument("--bundle")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=16)
@@ -124,10 +131,13 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="times every tracker this many times, in turn")
     p.add_argument("--fc-rank", type=int, default=16, help="rank of the low-rank rows (0: no such rows; 16: chosen "
                    "on validation at 128x128 by bench_low_rank.py)")
-    args = p.parse_args()
+    common.run("bench_tracking", run, p)
 
-    from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.tracking import HandTracker
+
+def run(args):
+
+    from keras_cadstn.models.bundle import load_bundle
+    from keras_cadstn.tracking.tracker import HandTracker
     workdir = tempfile.mkdtemp(prefix="bench_tracking_")
     bundle = (load_bundle(args.bundle) if args.bundle
               else make_bundle(args.image_size, args.seq_len, workdir, args.fc_rank))
@@ -138,7 +148,7 @@ def main():
     if args.fc_rank:
         variants += [("tflite", "dynamic_int8", args.fc_rank), ("tflite", "int8", args.fc_rank)]
     from keras_cadstn.errors import ConfigError, ParityError
-    from keras_cadstn.export import export_for_tracker
+    from keras_cadstn.export.tracker import export_for_tracker
     refused, refiner = [], bundle.refiner is not None
     for backend, precision, fc_rank in variants:
         try:  # exported into a scratch folder, not the user's cache or bundle

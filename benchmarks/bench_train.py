@@ -14,7 +14,6 @@ configuration in a fresh process each: ``threads=INTRA:INTER`` (TensorFlow's thr
 Run: python benchmarks/bench_train.py [--configs demo paper] [--steps 8]
          [--variants threads=1:1 threads=2:2 spe=10 jit mixed]
 """
-import argparse
 import json
 import os
 import resource
@@ -24,6 +23,9 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 CONFIGS = {"demo": dict(image_size=64, batch_size=64), "paper": dict(image_size=128, batch_size=128)}
 
@@ -44,8 +46,9 @@ class Clock:
 
 
 def make_records(root, image_size):
+    from keras_cadstn.config import SynthConfig
     from keras_cadstn.data.nyu import load_nyu
-    from keras_cadstn.data.synthetic import SynthConfig, write_synthetic_nyu
+    from keras_cadstn.data.synthetic import write_synthetic_nyu
     from keras_cadstn.data.tfrecord import convert_split
     source = os.path.join(root, "synthetic")
     if not os.path.isdir(source):
@@ -58,7 +61,7 @@ def make_records(root, image_size):
 
 
 def frames_per_batch(stage, tcfg, mcfg):
-    from keras_cadstn.train import STAGE_MODE, stage_batch_size
+    from keras_cadstn.training.stages import STAGE_MODE, stage_batch_size
     return stage_batch_size(tcfg, mcfg, stage) * (mcfg.seq_len if STAGE_MODE[stage] == "sequences" else 1)
 
 
@@ -91,8 +94,9 @@ def time_input(dataset, warmup, steps):
 
 def bench_config(name, pattern, steps, warmup, jit=False, steps_per_execution=1, stages=None):
     import keras
-    from keras_cadstn.models import CADSTNConfig
-    from keras_cadstn.train import STAGES, TrainConfig, build_stage, stage_input
+
+    from keras_cadstn.config import STAGES, CADSTNConfig, TrainConfig
+    from keras_cadstn.training.stages import build_stage, stage_input
     size = CONFIGS[name]
     mcfg = CADSTNConfig(image_size=size["image_size"])
     tcfg = TrainConfig(batch_size=size["batch_size"], jit_compile=jit, steps_per_execution=steps_per_execution)
@@ -153,7 +157,7 @@ def run_variant(variant, args, workdir):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--configs", nargs="*", default=["demo", "paper"], choices=sorted(CONFIGS))
     p.add_argument("--steps", type=int, default=8, help="timed steps per stage")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, buffers)")
@@ -164,8 +168,10 @@ def main():
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--steps-per-execution", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the rows as JSON (used for variants)")
-    args = p.parse_args()
-    started = time.perf_counter()
+    common.run("bench_train", run, p)
+
+
+def run(args):
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or tmp
         if args.mixed_precision:
@@ -187,7 +193,6 @@ def main():
     if variants:
         print("\nDemo configuration, one process per variant:\n")
         print(table(variants, "variant"))
-    print(f"\nwall time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

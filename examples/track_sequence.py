@@ -23,7 +23,7 @@ def synthetic_frames(bundle, n, seed):
 
 
 def dataset_frames(bundle, data, split, n):
-    from keras_cadstn.data import load_split
+    from keras_cadstn.data.splits import load_split
     name, _, root = data.partition(":")
     frames = load_split(name, root, split)
     for f in frames.frames[:n]:
@@ -51,10 +51,10 @@ def main(argv=None):
     import cv2
     from tqdm.auto import tqdm
 
-    from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.drawing import crop_around, depth_to_bgr, draw_skeleton
-    from keras_cadstn.evaluate import mean_error
-    from keras_cadstn.tracking import HandTracker
+    from keras_cadstn.data.metrics import mean_error
+    from keras_cadstn.models.bundle import load_bundle
+    from keras_cadstn.tracking.drawing import crop_around, depth_to_bgr, draw_skeleton
+    from keras_cadstn.tracking.tracker import HandTracker
 
     bundle = load_bundle(args.bundle)
     if args.camera:
@@ -66,7 +66,7 @@ def main(argv=None):
         bundle = bundle.with_camera(get_spec(args.data.split(":")[0]).camera)
     frames = (synthetic_frames(bundle, args.frames, args.seed) if args.data == "synthetic"
               else dataset_frames(bundle, args.data, args.split, args.frames))
-    from keras_cadstn.export import export_for_tracker  # exported and verified once, into the cache
+    from keras_cadstn.export.tracker import export_for_tracker
     tracker = HandTracker(bundle, backend=args.backend, precision=args.precision,
                           **export_for_tracker(bundle, args.backend, args.precision))
     cam, dataset = bundle.camera, bundle.spec.name

@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 
+from keras_cadstn.errors import ConfigError, DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class Camera:
@@ -14,7 +16,6 @@ class Camera:
     that store mm, 1000.0 for sensors that store metres): every library function works in mm, and
     this factor is applied once, when raw frames enter (see ``to_mm``).
     """
-
     fx: float
     fy: float
     cx: float
@@ -24,7 +25,6 @@ class Camera:
     depth_unit_mm: float = 1.0
 
     def __post_init__(self):
-        from keras_cadstn.errors import ConfigError
         values = (self.fx, self.fy, self.cx, self.cy, self.depth_unit_mm)
         if not all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in values):
             raise ConfigError(f"camera: fx, fy, cx, cy and depth_unit_mm must be finite numbers, got {self}")
@@ -76,7 +76,6 @@ class Camera:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Camera":
-        from keras_cadstn.errors import DataError
         fields = [f.name for f in dataclasses.fields(cls)]
         missing = [k for k in fields[:6] if k not in d]
         if missing or set(d) - set(fields):

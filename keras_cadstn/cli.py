@@ -1,7 +1,8 @@
-"""The ``cadstn`` command: one table of sub-commands, flags derived from the config dataclasses.
+"""The ``cadstn`` command: one table of sub-commands, flags and their defaults from keras_cadstn.config.
 
 Every failure the library reports on purpose (``CadstnError``), a file-system error, and a bad flag
-end as one line on stderr, ``cadstn <command>: error: ...``, with exit code 2.
+end as one line on stderr, ``cadstn <command>: error: ...``, with exit code 2. TensorFlow's C++
+start-up lines and known harmless warnings are silenced unless ``--verbose`` is given.
 """
 from __future__ import annotations
 
@@ -9,13 +10,37 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
+
+from keras_cadstn.config import (
+    BACKENDS,
+    FUSION_LOSSES,
+    GATE_INPUTS,
+    HANDS,
+    PAPER_IMAGE_SIZE,
+    PARITY_CLIPS,
+    POSES,
+    PRECISIONS,
+    SCENES,
+    SENSORS,
+    SHARDS,
+    SOURCE_KINDS,
+    STAGES,
+    STRATEGIES,
+    SYNTH_SPLITS,
+    TEMPORAL_INITS,
+    CADSTNConfig,
+    DemoConfig,
+    SynthConfig,
+    TrainConfig,
+)
+from keras_cadstn.errors import CadstnError
 
 EXIT_ERROR = 2
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), exit code 2."""
-
     def error(self, message):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -28,6 +53,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def weights(count: int):
+    """An argparse type: ``count`` comma-separated numbers >= 0, not all 0."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}") from None
+        if len(values) != count or min(values) < 0 or not sum(values) > 0:
+            raise argparse.ArgumentTypeError(f"expected {count} weights >= 0, not all 0, got {text!r}")
+        return values
+    return parse
 
 
 def positive_float(text: str) -> float:
@@ -47,134 +85,11 @@ def _defaults(cls) -> dict:
 
 # ----------------------------------------------------------------------------- sub-commands
 
-def cmd_synth(args):
-    from keras_cadstn.data.synthetic import SynthConfig, write_synthetic_nyu
-    counts = write_synthetic_nyu(args.out, frames_per_sequence=args.frames, train_sequences=args.sequences,
-                                 test_sequences=args.test_sequences, seed=args.seed, config=SynthConfig(events=args.events, person=args.person))
-    print(f"wrote NYU-format synthetic data to {args.out}: {counts}")
-
-
-def cmd_convert(args):
-    from keras_cadstn.data import load_split
-    from keras_cadstn.data.tfrecord import check_image_size, convert_split
-    check_image_size(args.image_size)  # before any import work
-    for split in args.splits:
-        data = load_split(args.dataset, args.root, split)
-        out = os.path.join(args.out, split)
-        m = convert_split(data, out, shards=args.shards, image_size=args.image_size)
-        print(f"{split}: {m['num_records']} records in {len(m['shards'])} shards, "
-              f"{len(m['skipped'])} frames skipped (no hand) -> {out}")
-
-
-def cmd_train(args):
-    from keras_cadstn.data.tfrecord import read_manifest
-    from keras_cadstn.errors import ConfigError
-    from keras_cadstn.models import CADSTNConfig
-    from keras_cadstn.train import STAGES, TrainConfig, train_cadstn
-    # image size and joint count are facts of the records, not flags that could disagree with them
-    manifest = read_manifest(os.path.join(args.records, "train"), require_complete=True)
-    defaults = TrainConfig()
-    steps = {s: args.steps or defaults.steps[s] for s in STAGES}
-    tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
-                       decay_every=args.decay_every, checkpoint_every=args.checkpoint_every,
-                       mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
-                       augment=not args.no_augment, shuffle=not args.no_shuffle, temporal_init=args.temporal_init,
-                       deterministic=args.deterministic, fusion_loss=args.fusion_loss)
-    mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
-                        seq_len=args.seq_len, centre_motion=args.centre_motion, gate_input=args.gate_input)
-    has_val = os.path.isdir(os.path.join(args.records, "val"))
-    gate_data = args.fusion_data or ("val" if has_val else "train")
-    if gate_data == "val" and not has_val:
-        raise ConfigError(f"--fusion-data val: {args.records} has no val/ split (convert one with `cadstn convert`)")
-    train_cadstn(os.path.join(args.records, "train", "*.tfrecord"), args.run_dir, mcfg, tcfg, stages=args.stages,
-                 fusion_pattern=os.path.join(args.records, gate_data, "*.tfrecord"))
-
-
-def cmd_eval(args):
-    from keras_cadstn.data.frames import get_spec
-    from keras_cadstn.evaluate import align_results, comparison_table, plot_comparison, read_results
-    gt, gt_names = read_results(args.gt, args.dataset, args.fmt)
-    results = {}
-    for path in args.pred:
-        pred, names = read_results(path, args.dataset, args.fmt)
-        label = os.path.basename(path)
-        if label in results or sum(os.path.basename(p) == label for p in args.pred) > 1:
-            label = path  # two files of the same name: keep both, told apart by their paths
-        results[label] = align_results(gt, gt_names, pred, names, args.gt, path)
-    print(comparison_table(gt, results))
-    paths = plot_comparison(gt, results, args.out, get_spec(args.dataset).joint_names, title=args.dataset.upper())
-    print("plots: " + ", ".join(paths))
-
-
-def cmd_export(args):
-    from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.export import export_all
-    reports, refused = export_all(load_bundle(args.bundle), args.out, records=args.records, precisions=args.precisions,
-                                  onnx=not args.no_onnx, saved_model=not args.no_saved_model, num_clips=args.clips,
-                                  calibration_records=args.calibration_records, fc_rank=args.fc_rank)
-    print(f"\n{len(reports)} artifacts, each checked against the Keras model on real crops "
-          f"({args.records or 'synthetic hands rendered with the bundle camera'}"
-          + (f"; int8 calibrated on {args.calibration_records}" if args.calibration_records else "") + ")"
-          + (f"; {len(refused)} refused (parity beyond tolerance, nothing written)." if refused else "."))
-    return 1 if refused else 0
-
-
-def cmd_compress(args):
-    from keras_cadstn.bundle import add_low_rank_step, load_bundle
-    from keras_cadstn.export import keras_artifact_model
-    from keras_cadstn.models.low_rank import weight_count
-    from keras_cadstn.runtime import sample_clips
-    bundle = load_bundle(args.bundle)
-    crops = sample_clips(bundle, args.clips, records=args.records).crops
-    path = add_low_rank_step(bundle, args.fc_rank, crops, args.records)
-    full, low = (keras_artifact_model(bundle, "step", fc_rank=r) for r in (None, args.fc_rank))
-    print(f"{path}: the streaming step with fc layers of rank {args.fc_rank}, fitted on {len(crops)} crops of "
-          f"{args.records}: {weight_count(full) / 1e6:.2f} M -> {weight_count(low) / 1e6:.2f} M weights. Measure "
-          f"its error on validation data (benchmarks/bench_low_rank.py) before tracking with --fc-rank "
-          f"{args.fc_rank}.")
-
-
-def cmd_demo(args):
-    from keras_cadstn.demo import DemoConfig, run_demo
-    cfg = DemoConfig() if args.data == "synthetic" else DemoConfig.paper(args.data)
-    changes = {k: getattr(args, k) for k in ("workdir", "image_size", "seeds") if getattr(args, k) is not None}
-    train = {k: getattr(args, k) for k in ("batch_size", "strategy", "deterministic") if getattr(args, k) is not None}
-    train["mixed_precision"] = args.mixed_precision or cfg.train.mixed_precision
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train), **changes)
-    run_demo(cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg, export=not args.no_export)
-
-
-def cmd_track(args):
-    from keras_cadstn.bundle import load_bundle
-    from keras_cadstn.sources import open_source, parse_camera
-    from keras_cadstn.detect import DETECTOR_PATH, load_detector
-    from keras_cadstn.tracking import HandLocaliser, HandTracker, track_stream
-    if not (args.jsonl or args.video or args.show):
-        from keras_cadstn.errors import ConfigError
-        raise ConfigError("nothing to write: give --jsonl FILE, --video FILE and/or --show")
-    bundle = load_bundle(args.bundle)  # before the camera is opened: a bad bundle fails fast
-    localiser = HandLocaliser(detector_path={"learned": DETECTOR_PATH, "geometric": None}.get(args.detector,
-                                                                                                args.detector))
-    if localiser.detector_path is not None:
-        load_detector(localiser.detector_path)  # a missing or broken detector fails fast too
-    with open_source(args.source, parse_camera(args.camera) if args.camera else None) as source:
-        bundle = bundle.with_camera(source.camera)
-        from keras_cadstn.export import export_for_tracker  # exported and verified once, into the cache
-        tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, localiser=localiser,
-                              fc_rank=args.fc_rank, **export_for_tracker(bundle, args.backend, args.precision,
-                                                                         fc_rank=args.fc_rank))
-        stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,
-                             max_frames=args.frames)
-    print(f"{stats['frames']} frames{' (stopped by Ctrl-C)' if stats['interrupted'] else ''}, hand found in "
-          f"{stats['found']}; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
-          + "".join(f"; {kind} {path}" for kind, path in (("jsonl", args.jsonl), ("video", args.video)) if path))
-
 
 # ----------------------------------------------------------------------------- flags
 
 def add_demo_arguments(d):
     """The main job's flags (``cadstn demo`` and examples/train_nyu.py, train_icvl.py)."""
-    from keras_cadstn.train import STRATEGIES
     d.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: generated on first use), 'nyu:/path' or 'icvl:/path'")
     d.add_argument("--workdir", help="data cache, records, runs, results (default ~/.cache/keras_cadstn/...)")
@@ -188,33 +103,45 @@ def add_demo_arguments(d):
                    help="deterministic ops: one seed gives the same numbers on one machine (slower)")
     d.add_argument("--mixed-precision", action="store_true")
     d.add_argument("--no-export", action="store_true")
-    d.set_defaults(func=cmd_demo)
+    add_world_arguments(d, DemoConfig())
+    d.set_defaults(func="cmd_demo")
+
+
+def add_world_arguments(p, defaults) -> None:
+    """The synthetic world's hand and poses (``SynthConfig.hand``, ``.poses``)."""
+    p.add_argument("--hand", choices=HANDS, default=defaults.hand,
+                   help="the synthetic hand: spheres (procedural) or mesh (the skinned WebXR hand)")
+    p.add_argument("--poses", choices=POSES, default=defaults.poses,
+                   help="grasp (one grasp signal) or gestures (common gestures, any view; needs --hand mesh)")
+    p.add_argument("--sensor", choices=SENSORS, default=defaults.sensor,
+                   help="depth sensor artefacts: basic, kinect1, sr300, d400, or mixed (a family per sequence)")
+    p.add_argument("--scenes", type=weights(len(SCENES)), default=tuple(defaults.scenes),
+                   help=f"with a person, how often each of {', '.join(SCENES)} (comma-separated weights)")
 
 
 def _synth(s):
-    s.add_argument("--frames", type=positive_int, default=256, help="frames per sequence")
-    s.add_argument("--sequences", type=positive_int, default=4, help="training sequences")
-    s.add_argument("--test-sequences", type=positive_int, default=2, help="test sequences")
+    s.add_argument("--frames", type=positive_int, default=SYNTH_SPLITS[0], help="frames per sequence")
+    s.add_argument("--sequences", type=positive_int, default=SYNTH_SPLITS[1], help="training sequences")
+    s.add_argument("--test-sequences", type=positive_int, default=SYNTH_SPLITS[2], help="test sequences")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--events", action=argparse.BooleanOptionalAction, default=True,
                    help="occluders, depth drop-out bursts, near-range loss and fast motion (default on)")
     s.add_argument("--person", action="store_true",
                    help="a person behind the hand (torso, head, arms) and sometimes an object beside it")
     s.add_argument("--out", required=True)
+    add_world_arguments(s, SynthConfig())
 
 
 def _convert(c):
     c.add_argument("--dataset", choices=["nyu", "icvl"], required=True)
     c.add_argument("--root", required=True, help="dataset root (NYU: holds train/ and test/)")
     c.add_argument("--out", required=True, help="output folder; one sub-folder per split")
-    c.add_argument("--shards", type=positive_int, default=8)
-    c.add_argument("--image-size", type=positive_int, default=128, help="crop size M (a multiple of 16)")
+    c.add_argument("--shards", type=positive_int, default=SHARDS)
+    c.add_argument("--image-size", type=positive_int, default=PAPER_IMAGE_SIZE, help="crop size M (a multiple of 16)")
     c.add_argument("--splits", nargs="+", default=["train", "test"])
 
 
 def _train(t):
-    from keras_cadstn.train import FUSION_LOSSES, STAGES, STRATEGIES, TEMPORAL_INITS, TrainConfig
-    from keras_cadstn.models.config import GATE_INPUTS, CADSTNConfig
     d = _defaults(TrainConfig)
     t.add_argument("--records", required=True, help="folder written by `cadstn convert` (holds train/, "
                                                      "optionally val/); crop size and joints come from its manifest")
@@ -225,7 +152,7 @@ def _train(t):
     t.add_argument("--lr", type=positive_float, default=d["learning_rate"])
     t.add_argument("--decay-every", type=positive_int, default=d["decay_every"])
     t.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
-    t.add_argument("--seq-len", type=positive_int, default=16)
+    t.add_argument("--seq-len", type=positive_int, default=CADSTNConfig().seq_len)
     t.add_argument("--mixed-precision", action="store_true")
     t.add_argument("--strategy", choices=STRATEGIES, default=d["strategy"])
     t.add_argument("--no-augment", action="store_true", help="e.g. for ICVL, which is augmented already")
@@ -258,18 +185,17 @@ def _eval(e):
 
 
 FC_RANK_HELP = ("the bundle's step with fc layers of this rank (made by `cadstn compress`): less weight memory "
-                "per frame; its error: benchmarks/bench_low_rank.py; default: the trained layers")
+                "per frame; measure its error on validation data first; default: the trained layers")
 
 
 def _export(x):
-    from keras_cadstn.export import PRECISIONS
     x.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
     x.add_argument("--out", required=True)
     x.add_argument("--records", help="TFRecord glob of real crops for parity checks (e.g. the test split)")
     x.add_argument("--calibration-records", help="TFRecord glob for int8 calibration (e.g. the train split; "
                                                   "default: the parity crops)")
     x.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
-    x.add_argument("--clips", type=positive_int, default=20, help="clips of T crops for parity checks and calibration")
+    x.add_argument("--clips", type=positive_int, default=PARITY_CLIPS, help="clips of T crops for parity checks and calibration")
     x.add_argument("--no-onnx", action="store_true")
     x.add_argument("--fc-rank", type=positive_int, help=FC_RANK_HELP + " (TFLite/ONNX spatial and step, named *_rankR)")
     x.add_argument("--no-saved-model", action="store_true")
@@ -280,17 +206,14 @@ def _compress(c):
     c.add_argument("--fc-rank", type=positive_int, required=True, help="rank of the fc layers")
     c.add_argument("--records", required=True, help="TFRecord glob of training crops the factors are fitted to "
                                                     "(e.g. the train split)")
-    c.add_argument("--clips", type=positive_int, default=64, help="clips of T crops read from --records")
+    c.add_argument("--clips", type=positive_int, default=DemoConfig().low_rank_clips, help="clips of T crops read from --records")
 
 
 def _track(t):
-    from keras_cadstn.export import PRECISIONS
-    from keras_cadstn.sources import SOURCE_KINDS
-    from keras_cadstn.tracking import BACKENDS
     t.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
     t.add_argument("--source", required=True, help=" | ".join(SOURCE_KINDS))
-    t.add_argument("--backend", choices=BACKENDS, default="keras")
-    t.add_argument("--precision", choices=PRECISIONS, default="float32", help="TFLite: the step model's precision")
+    t.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0])
+    t.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help="TFLite: the step model's precision")
     t.add_argument("--fc-rank", type=positive_int, help=FC_RANK_HELP)
     t.add_argument("--jsonl", help="one JSON line per frame: frame, timestamp, found, joints_mm (camera mm)")
     t.add_argument("--video", help="depth with the skeleton, fps and found/lost (.mp4 or .avi)")
@@ -298,22 +221,24 @@ def _track(t):
     t.add_argument("--frames", type=positive_int, help="stop after this many frames (default: the whole source)")
     t.add_argument("--camera", help="pngs: fx,fy,cx,cy,width,height[,depth_unit_mm] (default: the folder's "
                                     "camera.json)")
+    t.add_argument("--refiner", choices=("auto", "on", "off"), default="auto",
+                   help="the bundle's centre refiner: auto (on where the bundle says it helps on real frames), on, off")
     t.add_argument("--detector", default="learned",
                    help="how the hand is found where there is no previous frame: 'learned' (default: the shipped "
                         "hand detector), 'geometric' (no network), or a trained detector's .keras path")
 
 
-# name -> (help, add flags, run)
+# name -> (help, add flags, the function of keras_cadstn.commands that runs it)
 COMMANDS = {
-    "synth": ("write synthetic depth-hand sequences in the NYU on-disk format", _synth, cmd_synth),
-    "convert": ("pre-process a dataset into sharded TFRecords", _convert, cmd_convert),
-    "train": ("train CADSTN's stages (Algorithm 1) on converted TFRecords", _train, cmd_train),
-    "eval": ("compare results files against ground truth: table + plots", _eval, cmd_eval),
-    "export": ("SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle", _export, cmd_export),
+    "synth": ("write synthetic depth-hand sequences in the NYU on-disk format", _synth, "cmd_synth"),
+    "convert": ("pre-process a dataset into sharded TFRecords", _convert, "cmd_convert"),
+    "train": ("train CADSTN's stages (Algorithm 1) on converted TFRecords", _train, "cmd_train"),
+    "eval": ("compare results files against ground truth: table + plots", _eval, "cmd_eval"),
+    "export": ("SavedModel (TF Serving), TFLite fp32/fp16/int8 and ONNX of a bundle", _export, "cmd_export"),
     "compress": ("add to a bundle its streaming step with low-rank fc layers (for the tracker's --fc-rank)",
-                 _compress, cmd_compress),
-    "track": ("track a hand live from a depth camera, a recording or a folder of frames", _track, cmd_track),
-    "demo": ("the whole path: synthetic data by default (no download needed)", add_demo_arguments, cmd_demo),
+                 _compress, "cmd_compress"),
+    "track": ("track a hand live from a depth camera, a recording or a folder of frames", _track, "cmd_track"),
+    "demo": ("the whole path: synthetic data by default (no download needed)", add_demo_arguments, "cmd_demo"),
 }
 
 
@@ -323,15 +248,39 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, add, run) in COMMANDS.items():
         s = sub.add_parser(name, help=help_)
         add(s)
+        s.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines and library warnings")
         s.set_defaults(func=run)
     return p
 
 
-def run_reporting_errors(prog: str, func, args) -> int:
-    """Run a command; a library error or an OS error becomes one line on stderr and exit code 2."""
-    from keras_cadstn.errors import CadstnError
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Load TensorFlow with its C++ start-up lines (oneDNN, CUDA probing) kept off the terminal, and
+    silence warnings known to be harmless; ``verbose`` leaves both as they are."""
+    if verbose or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)  # the lines come from C++ at import and at device probing, past Python's sys.stderr
     try:
-        return func(args) or 0
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def run_reporting_errors(prog: str, func: str, args, verbose: bool = False) -> int:
+    """Run a command of keras_cadstn.commands; a library error or an OS error becomes one line on
+    stderr and exit code 2."""
+    quiet_tensorflow(verbose)
+    # deferred on purpose: the commands load TensorFlow, which must come after quiet_tensorflow
+    from keras_cadstn import commands
+    try:
+        return getattr(commands, func)(args) or 0
     except (CadstnError, OSError) as e:
         text = str(e).strip().replace("\n", "; ") or type(e).__name__
         print(f"{prog}: error: {text}", file=sys.stderr)
@@ -340,23 +289,22 @@ def run_reporting_errors(prog: str, func, args) -> int:
 
 def main(argv=None) -> int:
     """Run ``cadstn``; returns the exit code (2 for every error, bad flags included)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2, one line already printed)
         return int(e.code or 0)
-    return run_reporting_errors(f"cadstn {args.command}", args.func, args)
+    return run_reporting_errors(f"cadstn {args.command}", args.func, args, args.verbose)
 
 
 def example_main(dataset: str, description: str, argv=None) -> int:
     """examples/train_<dataset>.py: the main job's flags, with --data restricted to that dataset."""
     parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_demo_arguments(parser)
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines and library warnings")
     args = parser.parse_args(argv)
     if args.data != "synthetic" and not args.data.startswith(dataset + ":"):
         parser.error(f"--data must be 'synthetic' or '{dataset}:/path'")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return run_reporting_errors(parser.prog, args.func, args)
+    return run_reporting_errors(parser.prog, args.func, args, args.verbose)
 
 
 if __name__ == "__main__":

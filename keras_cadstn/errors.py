@@ -1,3 +1,5 @@
+import numbers
+
 """One error hierarchy: every failure the library reports on purpose is a ``CadstnError``.
 
 The ``cadstn`` command catches the base class (and OSError) and prints one line; the subclasses
@@ -36,5 +38,4 @@ class TrainingError(CadstnError, RuntimeError):
 def is_positive_int(value) -> bool:
     """Whether ``value`` is an integer >= 1 (a Python or NumPy int, not a bool): what pixel steps,
     ranks and counts given as settings must be."""
-    import numbers
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and bool(value >= 1)

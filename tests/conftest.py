@@ -13,6 +13,7 @@ REAL_FRAMES = os.path.join(os.path.dirname(__file__), "data", "real_frames")  # 
 def real_frames_camera():
     """The SR305's camera, from the folder's camera.json (what `cadstn track --source pngs:` reads)."""
     import json
+
     from keras_cadstn.camera import Camera
     with open(os.path.join(REAL_FRAMES, "camera.json")) as f:
         return Camera.from_dict(json.load(f))
@@ -56,9 +57,11 @@ def make_tiny_bundle(folder, **network):
     offset is nearly zero (random weights, the last layer scaled down: an untrained refiner would
     walk the centre off the hand): for export and tracker plumbing."""
     import keras
-    from keras_cadstn.bundle import load_bundle, save_bundle
+
+    from keras_cadstn.config import CADSTNConfig, RefinerConfig
     from keras_cadstn.data.frames import NYU
-    from keras_cadstn.models import CADSTNConfig, RefinerConfig, build_cadstn, build_centre_refiner
+    from keras_cadstn.models import build_cadstn, build_centre_refiner
+    from keras_cadstn.models.bundle import load_bundle, save_bundle
     keras.utils.set_random_seed(5)
     config, refiner = CADSTNConfig(**{**TINY_NETWORK, **network}), RefinerConfig(**TINY_REFINER)
     centre_refiner = build_centre_refiner(refiner)

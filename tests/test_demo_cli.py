@@ -6,13 +6,13 @@ import pytest
 
 from keras_cadstn import cli
 from keras_cadstn.cli import example_main
-from keras_cadstn.demo import DemoConfig, run_demo
-from keras_cadstn.evaluate import (clip_starts, load_results, mean_error, predict_sequence, save_results,
-                                   sequence_segments)
+from keras_cadstn.config import DemoConfig, RefinerConfig, TrainConfig, paper
+from keras_cadstn.data.metrics import mean_error
+from keras_cadstn.data.results import load_results, save_results
 from keras_cadstn.data.tfrecord import read_manifest
+from keras_cadstn.demo import run_demo
 from keras_cadstn.errors import DataError
-from keras_cadstn.models import RefinerConfig
-from keras_cadstn.train import TrainConfig
+from keras_cadstn.training.evaluate import clip_starts, predict_sequence, sequence_segments
 
 
 def test_clip_windows_cover_every_frame():
@@ -64,9 +64,9 @@ def test_demo_config_data_sources(tmp_path):
         DemoConfig(data="kinect:/x").dataset()
     with pytest.raises(DataError, match="does not exist"):
         DemoConfig(data=f"nyu:{tmp_path}/missing").dataset()
-    paper = DemoConfig.paper(f"icvl:{tmp_path}")
-    assert paper.dataset() == ("icvl", str(tmp_path))
-    assert paper.train == TrainConfig() and paper.image_size == 128 and paper.train.batch_size == 128
+    recipe = paper(f"icvl:{tmp_path}")
+    assert recipe.dataset() == ("icvl", str(tmp_path))
+    assert recipe.train == TrainConfig() and recipe.image_size == 128 and recipe.train.batch_size == 128
     assert DemoConfig().scaled(0.01).train.steps["fusion"] == 2
 
 
@@ -76,6 +76,7 @@ def test_example_restricts_the_dataset(capsys):
     assert "--data must be 'synthetic' or 'nyu:/path'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     train = TrainConfig(steps=dict.fromkeys(("baseline", "sliced3d", "spatial", "temporal", "fusion", "refine"), 2),
                         batch_size=16, checkpoint_every=2, verbose=0)
@@ -111,6 +112,7 @@ def test_demo_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     assert bundle.low_rank_step(4).get_layer("spatial_inference").get_layer("h1_depth_rank4").rank == 4
 
 
+@pytest.mark.slow
 def test_the_refiners_person_scenes(tmp_path):
     """Synthetic data only: scenes with a person behind the palm, made once; other counts in the
     same folder are refused."""
@@ -132,6 +134,7 @@ def test_the_refiners_person_scenes(tmp_path):
     assert person_scenes(dataclasses.replace(cfg, data=f"nyu:{tmp_path}")) is None  # real frames show the body
 
 
+@pytest.mark.slow
 def test_demo_data_made_with_other_counts_is_refused_not_reused(tmp_path):
     from keras_cadstn.demo import prepare_records
     from keras_cadstn.errors import ConfigError
@@ -162,3 +165,18 @@ def test_eval_cli_prints_the_table_and_writes_plots(tmp_path, capsys, rng):
     assert cli.main(["eval", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "short.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cadstn eval: error: ") and "3 frames, ground truth" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["--help"], ["synth", "--help"], ["synth", "--frames", "2", "--sequences", "1",
+                                                                     "--test-sequences", "1"]])
+def test_the_cli_starts_without_tensorflows_start_up_lines(tmp_path, argv):
+    import subprocess
+    import sys
+    if argv[0] == "synth" and "--help" not in argv:
+        argv = argv + ["--out", str(tmp_path / "s")]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-m", "keras_cadstn.cli", *argv], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cuda drivers", "cpu_feature_guard"):
+        assert noise not in out.stderr, out.stderr[-2000:]

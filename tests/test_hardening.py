@@ -9,16 +9,16 @@ import sys
 
 import numpy as np
 import pytest
-
-from keras_cadstn import atomic, cli
-from keras_cadstn.camera import Camera
-from keras_cadstn.data.nyu import load_nyu
-from keras_cadstn.data.tfrecord import LOCK, conversion_lock, convert_split, file_sha256, read_manifest
-from keras_cadstn.errors import CadstnError, ConfigError, DataError, TrainingError
-from keras_cadstn.models import CADSTNConfig
-from keras_cadstn.train import TrainConfig, train_cadstn
-
 from conftest import SMALL
+
+from keras_cadstn import cli, fileio
+from keras_cadstn.camera import Camera
+from keras_cadstn.config import CADSTNConfig, TrainConfig
+from keras_cadstn.data.nyu import load_nyu
+from keras_cadstn.data.tfrecord import LOCK, conversion_lock, convert_split, read_manifest
+from keras_cadstn.errors import CadstnError, ConfigError, DataError, TrainingError
+from keras_cadstn.fileio import file_sha256
+from keras_cadstn.training.stages import train_cadstn
 
 TINY = CADSTNConfig(image_size=SMALL, seq_len=4, fc_units=16, lstm_units=8, dropout=0.0, lstm_dropout=0.0)
 PACKAGE = os.path.join(os.path.dirname(__file__), "..", "keras_cadstn")
@@ -44,7 +44,7 @@ def test_unfinished_conversion_is_refused(synth_records, tmp_path):
     d = copy_records(synth_records, tmp_path)
     manifest = read_manifest(d / "train")
     manifest["complete"] = False  # as a conversion killed after its first shards leaves it
-    atomic.write_json(str(d / "train" / "manifest.json"), manifest)
+    fileio.write_json(str(d / "train" / "manifest.json"), manifest)
     with pytest.raises(DataError, match="the conversion did not finish"):
         make_dataset(str(d / "train" / "*.tfrecord"))
     with pytest.raises(DataError, match="the conversion did not finish"):
@@ -103,6 +103,7 @@ def test_conversion_with_no_hand_in_any_frame_fails(synth_root, tmp_path):
 
 # ----------------------------------------------------------------------------- training
 
+@pytest.mark.slow
 def test_a_stage_with_no_data_fails_instead_of_saving_an_untrained_model(synth_records, tmp_path):
     long_clips = CADSTNConfig(**{**TINY.to_dict(), "seq_len": 64})  # shards hold fewer frames than T
     with pytest.raises(TrainingError, match="the training data gives no batch"):
@@ -112,6 +113,7 @@ def test_a_stage_with_no_data_fails_instead_of_saving_an_untrained_model(synth_r
     assert not (tmp_path / "run" / "temporal" / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_resume_counts_optimizer_steps_whatever_the_checkpoint_period(synth_records, tmp_path):
     import keras
     pattern = os.path.join(synth_records, "train", "*.tfrecord")
@@ -126,7 +128,7 @@ def test_resume_counts_optimizer_steps_whatever_the_checkpoint_period(synth_reco
             if int(self.model.optimizer.iterations.numpy()) == 4:
                 raise Killed()
 
-    import keras_cadstn.train as train
+    import keras_cadstn.training.stages as train
     original = train.fit_stage
 
     def fit_and_die(model, ds, stage_dir, steps, cfg_, val=None):
@@ -150,7 +152,9 @@ def test_resume_counts_optimizer_steps_whatever_the_checkpoint_period(synth_reco
 
 def test_nan_in_a_record_stops_training_with_the_shard_named(synth_records, tmp_path):
     import tensorflow as tf
-    from keras_cadstn.data.tfrecord import encode_example, file_sha256
+
+    from keras_cadstn.data.tfrecord import encode_example
+    from keras_cadstn.fileio import file_sha256
     d = copy_records(synth_records, tmp_path)
     manifest = read_manifest(d / "train")
     entry = manifest["shards"][0]
@@ -166,7 +170,7 @@ def test_nan_in_a_record_stops_training_with_the_shard_named(synth_records, tmp_
         for r in records:
             w.write(r)
     entry.update(bytes=os.path.getsize(shard), sha256=file_sha256(shard))
-    atomic.write_json(str(d / "train" / "manifest.json"), manifest)
+    fileio.write_json(str(d / "train" / "manifest.json"), manifest)
     with pytest.raises(DataError, match=f"NaN/inf or out-of-range.*{entry['file']}"):
         train_cadstn(str(d / "train" / "*.tfrecord"), str(tmp_path / "run"), TINY,
                      TrainConfig(steps={"baseline": 20}, batch_size=8, shuffle=False, augment=False, verbose=0),
@@ -182,6 +186,7 @@ def test_train_cli_refuses_bad_flags_in_one_line(synth_records, tmp_path, capsys
     assert not (tmp_path / "run" / "fusion").exists()
 
 
+@pytest.mark.slow
 def test_train_takes_crop_size_and_joints_from_the_manifest(synth_records, tmp_path):
     """The flags that could disagree with the records are gone: a 32x32 set trains a 32x32 model."""
     assert "--image-size" not in cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
@@ -193,6 +198,7 @@ def test_train_takes_crop_size_and_joints_from_the_manifest(synth_records, tmp_p
     assert tuple(model.input.shape) == (None, SMALL, SMALL, 1) and model.output.shape[-1] == 42
 
 
+@pytest.mark.slow
 def test_output_folder_that_is_a_file_is_a_one_line_error(synth_records, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -205,7 +211,7 @@ def test_output_folder_that_is_a_file_is_a_one_line_error(synth_records, tmp_pat
 # ----------------------------------------------------------------------------- evaluation
 
 def test_eval_matches_lines_by_image_name_and_keeps_files_of_the_same_name(tmp_path, capsys, rng):
-    from keras_cadstn.evaluate import save_results
+    from keras_cadstn.data.results import save_results
     gt = rng.uniform(-100, 100, (30, 14, 3)) + [0, 0, 700]
     pred = gt + rng.normal(0, 3, gt.shape)
     save_results(str(tmp_path / "gt.txt"), gt)
@@ -226,7 +232,7 @@ def test_eval_matches_lines_by_image_name_and_keeps_files_of_the_same_name(tmp_p
     assert cli.main(["eval", "--gt", str(tmp_path / "gt_named.txt"), "--pred", str(tmp_path / "a" / "ours.txt"),
                      "--pred", str(tmp_path / "b" / "ours.txt"), "--out", str(tmp_path / "plots")]) == 0
     out = capsys.readouterr().out
-    from keras_cadstn.evaluate import mean_error
+    from keras_cadstn.data.metrics import mean_error
     expected = mean_error(gt, pred)
     rows = [line for line in out.splitlines() if "ours.txt" in line]
     assert len(rows) == 2  # both files, told apart by path
@@ -246,7 +252,7 @@ def test_cameras_and_cubes_are_validated():
         Camera(float("nan"), 500.0, 320, 240, 640, 480)
     with pytest.raises(ConfigError, match="positive whole pixels"):
         Camera(500.0, 500.0, 320, 240, 0, 480)
-    from keras_cadstn.preprocessing import check_cube
+    from keras_cadstn.data.preprocessing import check_cube
     with pytest.raises(ConfigError, match="cube must be 3 finite edge lengths"):
         check_cube((300, 0, 300))
 
@@ -261,7 +267,7 @@ def _tampered_bundle(tiny_bundle, tmp_path, change):
 
 
 def test_tampered_bundles_fail_when_loaded(tiny_bundle, tmp_path):
-    from keras_cadstn.bundle import load_bundle
+    from keras_cadstn.models.bundle import load_bundle
     with pytest.raises(DataError, match=r"missing \['network'\]"):
         load_bundle(_tampered_bundle(tiny_bundle, tmp_path / "a", lambda m: m.pop("network")))
     with pytest.raises(DataError, match="the network predicts 14 joints, the dataset spec names 13"):
@@ -280,21 +286,25 @@ def test_tampered_bundles_fail_when_loaded(tiny_bundle, tmp_path):
         load_bundle(str(corrupt))
 
 
+@pytest.mark.slow
 def test_tracker_needs_no_exporter_and_never_writes_into_the_bundle(tiny_bundle, tmp_path, monkeypatch):
-    tree = ast.parse(open(os.path.join(PACKAGE, "tracking.py")).read())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported = set()
+    for name in os.listdir(os.path.join(PACKAGE, "tracking")):
+        if name.endswith(".py"):
+            tree = ast.parse(open(os.path.join(PACKAGE, "tracking", name)).read())
+            imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+            imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any("export" in m for m in imported), imported
-    out = subprocess.run([sys.executable, "-c", "import sys, keras_cadstn.tracking; "
+    out = subprocess.run([sys.executable, "-c", "import sys, keras_cadstn.tracking.tracker; "
                           "print('keras_cadstn.export' in sys.modules)"], capture_output=True, text=True)
     assert out.stdout.strip() == "False"
 
-    from keras_cadstn.tracking import HandTracker
+    from keras_cadstn.tracking.tracker import HandTracker
     monkeypatch.setenv("KERAS_CADSTN_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="no tflite float32 step model.*export_for_tracker"):
         HandTracker(tiny_bundle, backend="tflite")
     before = sorted(os.listdir(tiny_bundle.path))
-    from keras_cadstn.export import export_for_tracker
+    from keras_cadstn.export.tracker import export_for_tracker
     paths = export_for_tracker(tiny_bundle, "tflite", "float32")
     assert all(p.startswith(str(tmp_path / "cache")) and os.path.isfile(p) for p in paths.values())
     assert HandTracker(tiny_bundle, backend="tflite").update(np.zeros((480, 640), np.uint16)).found is False
@@ -305,7 +315,7 @@ def test_tracker_needs_no_exporter_and_never_writes_into_the_bundle(tiny_bundle,
 
 def test_one_error_hierarchy():
     from keras_cadstn.errors import CorruptShardError, NoHandError, ParityError
-    from keras_cadstn.export import ParityError as exported
+    from keras_cadstn.export.artifacts import ParityError as exported
     assert exported is ParityError
     for cls in (DataError, ConfigError, NoHandError, CorruptShardError, ParityError, TrainingError):
         assert issubclass(cls, CadstnError)
@@ -314,14 +324,16 @@ def test_one_error_hierarchy():
 
 def test_library_code_does_not_print_warnings():
     """Warnings go through ``warnings``/``logging``; print is for the CLI, the demo and progress."""
-    allowed = {"cli.py", "demo.py", "train.py", "refine.py", "detect.py", "export.py"}  # stage and export progress lines
+    allowed = {"cli.py", "commands.py", "demo.py", "training/stages.py", "training/refiner.py",
+               "training/detector.py", "export/tracker.py"}  # stage and export progress lines
     offenders = []
     for folder, _, files in os.walk(PACKAGE):
         for name in files:
-            if name.endswith(".py") and name not in allowed:
+            path = os.path.relpath(os.path.join(folder, name), PACKAGE)
+            if name.endswith(".py") and path not in allowed:
                 src = open(os.path.join(folder, name)).read()
                 if "print(" in src:
-                    offenders.append(name)
+                    offenders.append(path)
     assert offenders == []
 
 

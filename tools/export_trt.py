@@ -203,9 +203,9 @@ def main(argv=None):
         return NO_GPU_EXIT
     calibrator = None
     if args.precision == "int8":
-        from keras_cadstn.bundle import load_bundle
-        from keras_cadstn.export import keras_artifact_model, representative_inputs
-        from keras_cadstn.runtime import sample_clips
+        from keras_cadstn.export.artifacts import keras_artifact_model, representative_inputs
+        from keras_cadstn.models.bundle import load_bundle
+        from keras_cadstn.tracking.runtime import sample_clips
         bundle = load_bundle(args.bundle)
         which = "step" if "lstm_h" in shapes else "spatial"
         samples = sample_clips(bundle, num_clips=32, records=args.calibration)

@@ -1,4 +1,4 @@
-"""Train the learned hand detector (keras_cadstn.detect) that the package ships.
+"""Train the learned hand detector (keras_cadstn.tracking.detector, trained by keras_cadstn.training.detector) that the package ships.
 
     python tools/train_detector.py [--out keras_cadstn/assets/hand_detector.keras]
         [--sequences 48 --frames 50 --steps 8000 --seed 2000]
@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv=None):
-    from keras_cadstn.detect import DETECTOR_PATH, train_detector
+    from keras_cadstn.tracking.detector import DETECTOR_PATH
+    from keras_cadstn.training.detector import train_detector
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DETECTOR_PATH)
     p.add_argument("--sequences", type=int, default=48)

@@ -7,12 +7,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keras_cadstn.camera import ICVL_CAMERA, NYU_CAMERA, Camera
+from keras_cadstn.data.preprocessing import check_cube
+from keras_cadstn.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """Everything that ties a trained model to its data: camera, cube, joint layout."""
-
     name: str
     camera: Camera
     cube: tuple  # mm (x, y, z), full edge lengths
@@ -20,8 +21,6 @@ class DatasetSpec:
     reference_joint: int  # index (in joint_names) of the joint the hand crop is centred on
 
     def __post_init__(self):
-        from keras_cadstn.errors import ConfigError
-        from keras_cadstn.preprocessing import check_cube
         check_cube(self.cube)
         if not 0 <= int(self.reference_joint) < len(self.joint_names):
             raise ConfigError(f"{self.name}: reference joint {self.reference_joint} is not one of the "
@@ -39,7 +38,6 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetSpec":
-        from keras_cadstn.errors import DataError
         missing = [k for k in ("name", "camera", "cube", "joint_names", "reference_joint") if k not in d]
         if missing:
             raise DataError(f"dataset spec lacks {missing}")
@@ -75,7 +73,6 @@ def get_spec(name: str) -> DatasetSpec:
 @dataclasses.dataclass(frozen=True)
 class Frame:
     """One labelled depth frame of a split, in sequence order."""
-
     path: str
     joints_uvd: np.ndarray  # (K, 3) pixels, pixels, mm
     joints_xyz: np.ndarray  # (K, 3) mm, camera coordinates, y down
@@ -88,7 +85,6 @@ class Frame:
 @dataclasses.dataclass(frozen=True)
 class DatasetSplit:
     """A split of a dataset as an importer returns it: frames in order plus how to read them."""
-
     spec: DatasetSpec
     split: str
     frames: Sequence[Frame]
@@ -106,7 +102,6 @@ def hold_out(split: DatasetSplit, sequences: int | None = None, fraction: float 
     """(train, validation): the last ``sequences`` whole sequences of a training split, or (None)
     the last ``fraction`` of its frames (NYU's training set is one long sequence: its tail is held
     out as a contiguous block, so no validation frame has a neighbour in training but one)."""
-    from keras_cadstn.errors import ConfigError
     ids = sorted({f.sequence_id for f in split.frames})
     if sequences is not None:
         if not 1 <= sequences < len(ids):
@@ -140,5 +135,4 @@ def check_labels(joints_uvd: np.ndarray, camera: Camera, where: Callable[[int], 
 
 
 def _label_error(where: str, what: str):
-    from keras_cadstn.errors import DataError
     return DataError(f"{where} {what}")

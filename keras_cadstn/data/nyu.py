@@ -13,11 +13,13 @@ import glob
 import os
 import re
 
+import h5py
 import numpy as np
+import scipy.io
 
+from keras_cadstn import fileio
 from keras_cadstn.data.frames import NYU, NYU_EVAL_JOINTS, DatasetSplit, Frame, check_labels
 from keras_cadstn.data.png import read_png, write_png_atomic
-from keras_cadstn import atomic
 from keras_cadstn.errors import DataError
 
 NUM_LABELLED_JOINTS = 36
@@ -55,10 +57,8 @@ def _load_mat(path: str) -> dict:
     if not os.path.isfile(path):
         raise DataError(f"{path}: label file not found")
     try:
-        import scipy.io
         return scipy.io.loadmat(path, variable_names=["joint_uvd", "joint_xyz"])
     except NotImplementedError:  # MATLAB v7.3 files are HDF5, axes reversed
-        import h5py
         with h5py.File(path, "r") as f:
             return {k: np.transpose(f[k][()]) for k in ("joint_uvd", "joint_xyz") if k in f}
     except Exception as e:
@@ -139,16 +139,14 @@ def load_nyu(root: str, split: str = "train", kinect: int = 1) -> DatasetSplit:
 def write_labels(split_dir: str, joints_uvd_36: np.ndarray, sequence_starts=None, occlusion=None) -> None:
     """Write ``joint_data.mat`` (all kinects get the same labels) and, optionally, sequence starts
     and per-frame occlusion fractions."""
-    import scipy.io
-
     uvd = np.asarray(joints_uvd_36, dtype=np.float64)
     xyz = NYU.camera.uvd_to_xyz(uvd)
     xyz[..., 1] *= -1.0  # the file's joint_xyz has y pointing up
     stack = lambda a: np.repeat(a[None], NUM_KINECTS, axis=0)  # noqa: E731
     if sequence_starts is not None:  # before the labels: a folder with joint_data.mat is complete
-        atomic.write_text(os.path.join(split_dir, SEQUENCE_STARTS_FILE),
+        fileio.write_text(os.path.join(split_dir, SEQUENCE_STARTS_FILE),
                           "\n".join(str(int(s)) for s in sequence_starts) + "\n")
     if occlusion is not None:
-        atomic.write_text(os.path.join(split_dir, OCCLUSION_FILE), "".join(f"{v:.4f}\n" for v in occlusion))
-    with atomic.atomic_path(os.path.join(split_dir, "joint_data.mat")) as tmp, open(tmp, "wb") as f:
+        fileio.write_text(os.path.join(split_dir, OCCLUSION_FILE), "".join(f"{v:.4f}\n" for v in occlusion))
+    with fileio.atomic_path(os.path.join(split_dir, "joint_data.mat")) as tmp, open(tmp, "wb") as f:
         scipy.io.savemat(f, {"joint_uvd": stack(uvd), "joint_xyz": stack(xyz)})

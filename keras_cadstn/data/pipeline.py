@@ -13,23 +13,15 @@ import os
 
 import tensorflow as tf
 
+from keras_cadstn.config import InputConfig, RandomAffine
 from keras_cadstn.data import tfrecord
-from keras_cadstn.errors import ConfigError, DataError
+from keras_cadstn.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # The paper's NYU augmentation: identity, rot90 (CCW), rot -90, rot180, horizontal flip, vertical
 # flip, as 2x2 maps of centred crop pixel coordinates (a = col - mid, b = row - mid).
 DISCRETE_TRANSFORMS = (((1, 0), (0, 1)), ((0, 1), (-1, 0)), ((0, -1), (1, 0)), ((-1, 0), (0, -1)),
                        ((-1, 0), (0, 1)), ((1, 0), (0, -1)))
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomAffine:
-    """Optional in-plane augmentation on top of the paper's: rotation (degrees), scale, shift (px)."""
-
-    max_rotation: float = 0.0
-    max_scale: float = 0.0
-    max_shift: float = 0.0
 
 
 def feature_spec(num_joints: int) -> dict:
@@ -173,61 +165,6 @@ def list_shards(pattern: str) -> list:
     if not files:
         raise DataError(f"no TFRecord shards match {pattern!r}")
     return files
-
-
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-    """How ``make_dataset`` streams a split.
-
-    mode='frames': crops (B, M, M, 1), joints (B, 3K). mode='sequences': windows of ``seq_len``
-    consecutive frames of one sequence, (B, T, M, M, 1) and (B, T, 3K); ``window_shift`` frames
-    between window starts (default seq_len: non-overlapping). ``output_names`` turns the target into
-    a dict with the same joints under each name (multi-output models). ``include_meta`` adds centre,
-    cube, joints in mm, ids and occlusion for mapping predictions back to mm and splitting results.
-    Without ``shuffle`` frames come in recorded order; with it, shards are interleaved.
-
-    ``centre_motion`` (sequences only): the model's input is ``{"clip": crops, "centre_motion":
-    (B, T, 3)}``, each frame's crop-centre motion since the window's previous frame, cube-normalised.
-
-    ``num_shards`` / ``shard_index``: this input pipeline's share of every global batch (multi-worker
-    training). Every pipeline reads the same stream; element ``i`` goes to pipeline ``i % num_shards``,
-    after shuffling and after each element's augmentation seed is drawn, so ``num_shards`` pipelines
-    with ``batch_size`` B/N together give exactly the elements of one pipeline's batches of B, with
-    the same augmentation. Reading, not decoding or augmenting, is repeated on every pipeline.
-    """
-
-    mode: str = "frames"
-    seq_len: int = 16
-    batch_size: int = 128
-    augment: bool = False  # the paper's rot/flip augmentation
-    random_affine: RandomAffine | None = None
-    shuffle: bool = False
-    shuffle_buffer: int = 2048
-    seed: int = 0
-    window_shift: int | None = None
-    repeat: bool = False
-    cache: bool = False
-    drop_remainder: bool = False
-    centre_motion: bool = False
-    output_names: tuple | None = None
-    include_meta: bool = False
-    on_corrupt: str = "raise"  # or "skip": read what is intact of a damaged shard
-    verify_checksums: bool = True
-    num_shards: int = 1
-    shard_index: int = 0
-
-    def __post_init__(self):
-        if self.mode not in ("frames", "sequences"):
-            raise ConfigError(f"mode must be 'frames' or 'sequences', got {self.mode!r}")
-        for name in ("seq_len", "batch_size", "shuffle_buffer", "num_shards"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.on_corrupt not in ("raise", "skip"):
-            raise ConfigError(f"on_corrupt must be 'raise' or 'skip', got {self.on_corrupt!r}")
-        if self.centre_motion and self.mode != "sequences":
-            raise ConfigError("centre_motion needs mode='sequences' (the motion between a window's frames)")
-        if not 0 <= self.shard_index < self.num_shards:
-            raise ConfigError(f"shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
 
 
 def make_dataset(pattern: str, config: InputConfig | None = None, **changes):

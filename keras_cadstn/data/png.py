@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 
-from keras_cadstn import atomic
+from keras_cadstn import fileio
 from keras_cadstn.errors import DataError
-
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -15,8 +15,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def read_png(path: str, shape: tuple, dtype) -> np.ndarray:
     """Decode a PNG exactly as stored; check that it is a PNG (signature, bit depth), its shape
     and dtype: a JPEG renamed .png, or an 8-bit visualisation, is not depth."""
-    import cv2
-
     if not os.path.isfile(path):
         raise DataError(f"{path}: depth image not found")
     with open(path, "rb") as f:
@@ -41,9 +39,7 @@ def read_png(path: str, shape: tuple, dtype) -> np.ndarray:
 
 def write_png_atomic(path: str, image: np.ndarray) -> None:
     """Encode to memory, write to a temporary name, then rename: no half-written PNG survives."""
-    import cv2
-
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
-    atomic.write_bytes(path, buf.tobytes())
+    fileio.write_bytes(path, buf.tobytes())

@@ -11,310 +11,23 @@ at plausible points of the same bones.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import os
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from keras_cadstn.camera import NYU_CAMERA, Camera
+from keras_cadstn.config import SYNTH_SPLITS, SynthConfig
+from keras_cadstn.data import nyu
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS
-
-# Finger order as in NYU's labels: pinky, ring, middle, index (then thumb, then palm).
-FINGERS = ("pinky", "ring", "middle", "index")
-# Bone lengths in mm (proximal, middle, distal), human adult averages.
-BONES = {"pinky": (32.0, 19.0, 17.0), "ring": (40.0, 26.0, 19.0), "middle": (44.0, 28.0, 20.0),
-         "index": (40.0, 24.0, 18.0), "thumb": (38.0, 32.0, 26.0)}
-# Metacarpo-phalangeal joints on the palm's top edge (hand frame: x across, y towards the wrist,
-# z away from the camera; the palm faces the camera in the neutral pose).
-KNUCKLES = {"pinky": (-30.0, -38.0), "ring": (-11.0, -45.0), "middle": (9.0, -47.0), "index": (28.0, -43.0)}
-FINGER_RADIUS = {"pinky": 7.0, "ring": 8.0, "middle": 8.5, "index": 8.5, "thumb": 9.5}
-THUMB_BASE = (30.0, 25.0)
-WRIST_Y = 45.0
-# Joint limits in degrees: flexion of MCP, PIP, DIP (DIP follows PIP at 2/3, as in real hands).
-FLEX_LIMITS = (85.0, 100.0, 67.0)
-SPREAD = {"pinky": -14.0, "ring": -5.0, "middle": 0.0, "index": 7.0}
-
-
-@dataclasses.dataclass(frozen=True)
-class SynthConfig:
-    """How the synthetic sequences look; defaults mimic NYU (hand 450-750 mm from a Kinect)."""
-
-    camera: Camera = NYU_CAMERA
-    hand_scale: float = 1.0
-    depth_range: tuple = (450.0, 750.0)
-    wall_depth: tuple = (1300.0, 1900.0)
-    noise_mm: float = 1.5  # at 500 mm, grows with depth squared (structured-light sensors)
-    edge_dropout: float = 0.5
-    random_dropout: float = 0.01
-    fps: float = 30.0
-    # What single frames cannot resolve and past frames can (ours, for the temporal network):
-    # objects passing between camera and hand, bursts of missing depth over part of the hand,
-    # fingers closer than the sensor's near limit, and faster motion in some sequences.
-    events: bool = False
-    occluders_per_100_frames: float = 1.0  # each 8-40 frames, 60-200 mm in front of the palm
-    dropout_bursts_per_100_frames: float = 1.5  # each 2-10 frames, a disc of 15-35 mm over a joint
-    near_limit_per_100_frames: float = 0.5  # each 10-30 frames, depth nearer than palm - 30 mm lost
-    speeds: tuple = (1.0, 1.0, 2.0, 3.0)  # motion speed of a sequence, drawn once
-    # The person behind the hand, as in NYU and ICVL recordings (ours, for the localiser): torso and
-    # head ``person_behind_mm`` behind the palm, the upper arm joining the forearm to the shoulder,
-    # the other arm hanging or (in a fraction of sequences) raised, and in some sequences an object
-    # at the hand's depth or nearer, beside it.
-    person: bool = False
-    person_behind_mm: tuple = (150.0, 400.0)
-    other_arm_raised: float = 0.3
-    furniture: float = 0.3
-
-
-def _rotation(roll, yaw, pitch):
-    cr, sr, cy, sy, cp, sp = np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    return rz @ ry @ rx
-
-
-def _finger_points(base, lengths, spread_deg, flex_deg):
-    """Base + three bones; flexion bends towards the camera (-z), spread rotates in the palm plane."""
-    a = np.radians(spread_deg)
-    points, p, phi = [np.asarray(base, float)], np.asarray(base, float), 0.0
-    for length, f in zip(lengths, flex_deg):
-        phi += np.radians(f)
-        d = np.array([np.sin(a) * np.cos(phi), -np.cos(a) * np.cos(phi), -np.sin(phi)])
-        p = p + length * d
-        points.append(p)
-    return points  # MCP, PIP, DIP, tip
-
-
-def capsule_spheres(a, b, r0, r1, spacing: float = 0.5) -> tuple:
-    """Spheres along a segment (centres (N, 3), radii (N,)), radius r0 -> r1, ``spacing`` x radius
-    apart: a limb for ``render_depth``."""
-    n = max(2, int(np.ceil(np.linalg.norm(b - a) / (spacing * min(r0, r1)))) + 1)
-    t = np.linspace(0, 1, n)[:, None]
-    return a + t * (b - a), r0 + t[:, 0] * (r1 - r0)
-
-
-class HandModel:
-    """Skeleton and sphere set of one hand pose (hand frame, mm)."""
-
-    def __init__(self, scale: float = 1.0):
-        self.scale = scale
-        xs, ys = np.meshgrid(np.linspace(-28, 28, 4), np.linspace(-34, 34, 5))
-        self.palm = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], -1)
-        self.palm_radius = 15.0
-
-    def pose(self, p: dict):
-        """Pose parameters -> (36 NYU joints (36, 3), sphere centres (N, 3), radii (N,)) in hand frame."""
-        s = self.scale
-        joints = np.zeros((36, 3))
-        centres, radii = [self.palm * s], [np.full(len(self.palm), self.palm_radius * s)]
-
-        def capsule(a, b, r0, r1, spacing=0.5):
-            c, r = capsule_spheres(a, b, r0, r1, spacing)
-            centres.append(c)
-            radii.append(r)
-
-        for k, name in enumerate(FINGERS):
-            flex = np.clip(p["flex"][k], 0, 1)
-            angles = (FLEX_LIMITS[0] * flex, FLEX_LIMITS[1] * flex, FLEX_LIMITS[2] * flex)
-            spread = SPREAD[name] * p["spread"]
-            kx, ky = KNUCKLES[name]
-            mcp, pip, dip, tip = _finger_points(np.array([kx, ky, 0.0]) * s, np.array(BONES[name]) * s,
-                                                spread, angles)
-            r = FINGER_RADIUS[name] * s
-            capsule(mcp, pip, r, 0.92 * r)
-            capsule(pip, dip, 0.92 * r, 0.85 * r)
-            capsule(dip, tip, 0.85 * r, 0.8 * r)
-            o = 6 * k  # tip, distal mid, DIP, PIP ("mid"), proximal mid, MCP
-            joints[o:o + 6] = [tip, (dip + tip) / 2, dip, pip, (mcp + pip) / 2, mcp]
-
-        # Thumb: from its carpometacarpal joint, swinging across the palm as it flexes.
-        flex_t = np.clip(p["thumb_flex"], 0, 1)
-        cmc = np.array([THUMB_BASE[0], THUMB_BASE[1], 0.0]) * s
-        a = np.radians(40.0 + 25.0 * p["thumb_abduction"] + 30.0 * flex_t)
-        pts = [cmc]
-        phi = np.radians(10.0)
-        for length, f in zip(np.array(BONES["thumb"]) * s, (25.0, 35.0, 45.0)):
-            phi += np.radians(f * flex_t)
-            d = np.array([np.cos(a) * np.cos(phi), -np.sin(a) * np.cos(phi), -np.sin(phi)])
-            pts.append(pts[-1] + length * d)
-        cmc, mcp, ip, tip = pts
-        r = FINGER_RADIUS["thumb"] * s
-        capsule(cmc, mcp, 1.2 * r, r)
-        capsule(mcp, ip, r, 0.9 * r)
-        capsule(ip, tip, 0.9 * r, 0.8 * r)
-        joints[24:30] = [tip, ip, (ip + mcp) / 2, mcp, cmc, (cmc + mcp) / 2]
-
-        wrist = np.array([0.0, WRIST_Y, 0.0]) * s
-        capsule(wrist, wrist + np.array([0.0, 260.0, 20.0]) * s, 26.0 * s, 32.0 * s, spacing=0.9)  # forearm: coarse, mostly outside the crop
-        joints[30] = wrist + np.array([22.0, 0, 0]) * s
-        joints[31] = wrist + np.array([-22.0, 0, 0]) * s
-        joints[32] = np.array([0.0, 0.0, 0.0])  # palm centre
-        joints[33] = np.array([20.0, 10.0, 0.0]) * s
-        joints[34] = np.array([-20.0, 10.0, 0.0]) * s
-        joints[35] = np.array([0.0, 30.0, 0.0]) * s
-        return joints, np.concatenate(centres), np.concatenate(radii)
-
-
-class MotionGenerator:
-    """Smooth random motion: each parameter a sum of a few slow random sinusoids."""
-
-    def __init__(self, rng: np.random.Generator, config: SynthConfig):
-        self.rng, self.config = rng, config
-        names = ["grasp", "spread", "thumb_abduction", "roll", "yaw", "pitch", "x", "y", "z"] + \
-                [f"wave{k}" for k in range(5)]
-        self.waves = {n: (rng.uniform(0.03, 0.4, 3), rng.uniform(0, 2 * np.pi, 3), rng.uniform(0.3, 1, 3))
-                      for n in names}
-
-    def _signal(self, name, t):
-        freq, phase, amp = self.waves[name]
-        return float(np.sum(amp * np.sin(2 * np.pi * freq * t + phase)) / np.sum(amp))  # [-1, 1]
-
-    def params(self, frame: int) -> dict:
-        t = frame / self.config.fps
-        g = 0.5 + 0.5 * self._signal("grasp", t)
-        flex = [g + 0.35 * self._signal(f"wave{k}", t) for k in range(4)]
-        z0, z1 = self.config.depth_range
-        return {"flex": flex, "spread": (0.5 + 0.5 * self._signal("spread", t)) * (1 - g),
-                "thumb_flex": g + 0.3 * self._signal("wave4", t),
-                "thumb_abduction": 0.5 + 0.5 * self._signal("thumb_abduction", t),
-                "roll": np.radians(40) * self._signal("roll", t), "yaw": np.radians(35) * self._signal("yaw", t),
-                "pitch": np.radians(30) * self._signal("pitch", t),
-                "translation": np.array([80 * self._signal("x", t), 50 * self._signal("y", t),
-                                         (z0 + z1) / 2 + (z1 - z0) / 2 * self._signal("z", t)])}
-
-
-def render_depth(centres: np.ndarray, radii: np.ndarray, camera: Camera, background: np.ndarray) -> np.ndarray:
-    """Z-buffer the spheres (camera mm) over ``background`` (mm): the nearest surface per pixel.
-
-    Spheres are grouped by patch size so each group's surfaces are computed in one vectorised step;
-    the per-sphere loop only takes the minimum into a padded buffer (no bounds checks needed).
-    """
-    h, w = background.shape
-    u = centres[:, 0] * camera.fx / centres[:, 2] + camera.cx
-    v = centres[:, 1] * camera.fy / centres[:, 2] + camera.cy
-    r_px = radii * camera.fx / centres[:, 2]
-    size = 8 * (np.ceil((2 * r_px + 2) / 8).astype(np.int64))  # patch edge, rounded to few groups
-    pad = int(size.max()) if len(size) else 0
-    depth = np.full((h + 2 * pad, w + 2 * pad), np.inf, np.float32)
-    depth[pad:pad + h, pad:pad + w] = background
-    visible = (u > -pad / 2) & (u < w + pad / 2) & (v > -pad / 2) & (v < h + pad / 2) & (centres[:, 2] > 0)
-    for p in np.unique(size[visible]):
-        idx = np.nonzero(visible & (size == p))[0]
-        u0 = np.floor(u[idx] - p / 2).astype(np.int64) + 1
-        v0 = np.floor(v[idx] - p / 2).astype(np.int64) + 1
-        grid = np.arange(p, dtype=np.float32)
-        du = ((u0[:, None] - u[idx, None]).astype(np.float32) + grid) / r_px[idx, None].astype(np.float32)
-        dv = ((v0[:, None] - v[idx, None]).astype(np.float32) + grid) / r_px[idx, None].astype(np.float32)
-        q = 1.0 - (dv[:, :, None] ** 2 + du[:, None, :] ** 2)
-        surface = centres[idx, 2, None, None].astype(np.float32) - radii[idx, None, None].astype(np.float32) * np.sqrt(np.maximum(q, 0.0))
-        surface[q <= 0] = np.inf
-        for k, (a, b) in enumerate(zip(v0 + pad, u0 + pad)):
-            view = depth[a:a + p, b:b + p]
-            np.minimum(view, surface[k], out=view)
-    return depth[pad:pad + h, pad:pad + w].copy()
-
-
-def render_ellipsoid(centre, semi_axes, camera: Camera, depth: np.ndarray) -> np.ndarray:
-    """The nearest surface of an axis-aligned ellipsoid (camera mm) over ``depth``, in place.
-
-    Only the pixels inside the projection of the ellipsoid's bounding box are computed (a ray that
-    meets the ellipsoid meets the box): the torso covers a fifth of the frame, and the whole-frame
-    version made a person scene 8x slower to render than a scene without one."""
-    h, w = depth.shape
-    centre, semi_axes = np.asarray(centre, float), np.asarray(semi_axes, float)
-    u0, u1, v0, v1 = 0, w, 0, h
-    if centre[2] - semi_axes[2] > 0:  # the box lies in front of the camera: its corners bound the image region
-        corners = centre + semi_axes * np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-        u = camera.cx + camera.fx * corners[:, 0] / corners[:, 2]
-        v = camera.cy + camera.fy * corners[:, 1] / corners[:, 2]
-        u0, u1 = int(np.clip(np.floor(u.min()), 0, w)), int(np.clip(np.ceil(u.max()) + 1, 0, w))
-        v0, v1 = int(np.clip(np.floor(v.min()), 0, h)), int(np.clip(np.ceil(v.max()) + 1, 0, h))
-        if u0 >= u1 or v0 >= v1:
-            return depth
-    vv, uu = np.mgrid[v0:v1, u0:u1]
-    ray = np.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, np.ones(uu.shape)], -1)
-    a, c = ray / semi_axes, centre / semi_axes  # t * ray on the surface: |t a - c| = 1
-    qa, qb, qc = (a * a).sum(-1), -2.0 * (a[..., 0] * c[0] + a[..., 1] * c[1] + a[..., 2] * c[2]), c @ c - 1.0
-    disc = qb * qb - 4 * qa * qc
-    t = np.where(disc >= 0, (-qb - np.sqrt(np.maximum(disc, 0.0))) / (2 * qa), np.inf)
-    region = depth[v0:v1, u0:u1]
-    np.minimum(region, np.where(t > 0, t, np.inf).astype(np.float32), out=region)
-    return depth
-
-
-@dataclasses.dataclass(frozen=True)
-class Person:
-    """One sequence's person: where the body sits relative to the hand and what else is in view."""
-
-    behind: float  # torso front behind the palm, mm
-    offset: np.ndarray  # torso centre relative to the hand's mean position (x, y), mm
-    side: float  # +1: the tracked hand's shoulder on +x
-    raised: bool  # the other arm raised beside the head
-    furniture: tuple | None  # (depth relative to the palm, lateral distance, width, height) mm
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator, config: SynthConfig) -> "Person":
-        furniture = None
-        if rng.random() < config.furniture:
-            furniture = (rng.uniform(-120.0, 40.0), rng.choice([-1.0, 1.0]) * rng.uniform(200.0, 320.0),
-                         rng.uniform(150.0, 350.0), rng.uniform(150.0, 400.0))
-        return cls(rng.uniform(*config.person_behind_mm), np.array([rng.uniform(-80, 80), rng.uniform(180, 300)]),
-                   rng.choice([-1.0, 1.0]), bool(rng.random() < config.other_arm_raised), furniture)
-
-    def scene(self, palm: np.ndarray, elbow: np.ndarray | None, camera: Camera, wall: np.ndarray) -> np.ndarray:
-        """The depth (mm) behind and beside the hand: wall, torso, head, arms, furniture.
-        ``elbow``: where the hand's forearm ends (None: no hand in view; both arms hang)."""
-        depth = wall.copy()
-        torso_depth = 110.0
-        torso = np.array([self.offset[0], palm[1] + self.offset[1], palm[2] + self.behind + torso_depth])
-        render_ellipsoid(torso, np.array([170.0, 260.0, torso_depth]), camera, depth)
-        centres, radii = [], []
-
-        def capsule(a, b, r0, r1):
-            c, r = capsule_spheres(a, b, r0, r1)
-            centres.append(c)
-            radii.append(r)
-        centres.append(torso[None] + [[0.0, -370.0, -torso_depth + 95.0]])  # head, its face at the chest's depth
-        radii.append(np.array([95.0]))
-        for side in (self.side, -self.side):
-            shoulder = torso + [side * 165.0, -210.0, -40.0]
-            if side == self.side and elbow is not None:
-                capsule(shoulder, elbow, 50.0, 42.0)
-            elif side != self.side and self.raised:
-                hand_up = shoulder + [side * 90.0, -420.0, -80.0]
-                capsule(shoulder, hand_up, 45.0, 32.0)
-            else:
-                elbow_down = shoulder + [side * 25.0, 290.0, -10.0]
-                capsule(shoulder, elbow_down, 45.0, 40.0)
-                capsule(elbow_down, elbow_down + [0.0, 260.0, -60.0], 40.0, 30.0)
-        depth = render_depth(np.concatenate(centres), np.concatenate(radii), camera, depth)
-        if self.furniture is not None:  # a box face beside the hand, at its depth or nearer
-            dz, dx, width, height = self.furniture
-            z = palm[2] + dz
-            x0, y0 = palm[0] + dx - width / 2, palm[1] - height / 3
-            u0, u1 = (int(np.clip(camera.cx + camera.fx * x / z, 0, camera.width)) for x in (x0, x0 + width))
-            v0, v1 = (int(np.clip(camera.cy + camera.fy * y / z, 0, camera.height)) for y in (y0, y0 + height))
-            np.minimum(depth[v0:v1, u0:u1], np.float32(z), out=depth[v0:v1, u0:u1])
-        return np.rint(depth)
-
-
-def sensor_effects(depth: np.ndarray, background: np.ndarray, box, rng: np.random.Generator,
-                   config: SynthConfig) -> np.ndarray:
-    """Noise, drop-outs at depth edges and random drop-outs on the hand's pixels inside ``box``;
-    the wall stays clean (it lies outside every hand cube). Rounds the box to whole mm, in place."""
-    v0, v1, u0, u1 = box
-    patch = depth[v0:v1, u0:u1]
-    hand = patch < background[v0:v1, u0:u1] - 1.0
-    jump = np.zeros(patch.shape, bool)  # depth edges, found before the noise is added
-    jump[:, 1:] |= np.abs(np.diff(patch, axis=1)) > 25.0
-    jump[1:, :] |= np.abs(np.diff(patch, axis=0)) > 25.0
-    z = patch[hand]
-    z += rng.normal(0.0, 1.0, z.shape) * config.noise_mm * (z / 500.0) ** 2
-    z[rng.random(z.shape) < config.random_dropout] = 0.0
-    patch[hand] = z
-    patch[jump & hand & (rng.random(patch.shape) < config.edge_dropout)] = 0.0
-    np.rint(patch, out=patch)  # the background is already whole mm
-    return depth
+from keras_cadstn.data.gestures import GestureMotion, grasp_angles
+from keras_cadstn.data.mesh_hand import HandShape, MeshHand
+from keras_cadstn.data.raster import render_mesh
+from keras_cadstn.data.sensors import FAMILIES, apply_sensor
+from keras_cadstn.data.synthetic_hand import WRIST_Y, HandModel, MotionGenerator, capsule_spheres, rotation
+from keras_cadstn.data.synthetic_scene import Person, render_depth, sensor_effects
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,6 +62,9 @@ def draw_events(rng: np.random.Generator, config: SynthConfig, horizon: int = 40
     return events
 
 
+MIRROR = np.array([-1.0, 1.0, 1.0])
+
+
 class SequenceRenderer:
     """Renders one seeded sequence frame by frame: (depth mm (H, W) float32, 36 joints xyz mm).
 
@@ -356,12 +72,16 @@ class SequenceRenderer:
     ``last_occlusion`` is then the fraction of the hand's pixels (inside its crop box) that the last
     rendered frame lost to an occluder, a drop-out burst or the near limit.
     """
-
     def __init__(self, seed: int, config: SynthConfig = SynthConfig()):
         self.config = config
         self.rng = np.random.default_rng(seed)
-        self.hand = HandModel(config.hand_scale * self.rng.uniform(0.9, 1.1))
-        self.motion = MotionGenerator(self.rng, config)
+        if config.hand == "mesh":
+            shape_rng = np.random.default_rng([seed, 3])  # the hand's shape from a stream of its own
+            self.hand = MeshHand(HandShape.draw(shape_rng, config.hand_scale))
+            self.sleeve = bool(shape_rng.uniform() < config.sleeve)
+        else:
+            self.hand = HandModel(config.hand_scale * self.rng.uniform(0.9, 1.1))
+        self.motion = GestureMotion(self.rng, config) if config.poses == "gestures" else MotionGenerator(self.rng, config)
         cam = config.camera
         vv, uu = np.mgrid[0:cam.height, 0:cam.width]
         wall = self.rng.uniform(*config.wall_depth)
@@ -374,6 +94,11 @@ class SequenceRenderer:
         self.last_occlusion = 0.0
         # the person from a stream of its own too: the same hand with or without a body behind it
         self.person = Person.draw(np.random.default_rng([seed, 2]), config) if config.person else None
+        # the sensor family and its noise from streams of their own too
+        sensor_rng = np.random.default_rng([seed, 4])
+        self.sensor = str(sensor_rng.choice(FAMILIES)) if config.sensor == "mixed" else config.sensor
+        self.sensor_rng = sensor_rng
+        self.left = bool(np.random.default_rng([seed, 5]).uniform() < config.left_hands)
 
     def _occluder(self, event: ContextEvent, frame: int, palm: np.ndarray):
         """Sphere centres and radii of an object crossing the palm's line of sight."""
@@ -389,8 +114,16 @@ class SequenceRenderer:
         """(depth, joints) of one frame; ``hand=False``: the same scene with the hand out of view
         (the person's arms hang), for checking that a localiser reports no hand."""
         p = self.motion.params(frame * self.speed)
-        joints, centres, radii = self.hand.pose(p)
-        rot = _rotation(p["roll"], p["yaw"], p["pitch"])
+        vertices = None
+        if isinstance(self.hand, MeshHand):
+            joints, vertices = self.hand.pose(p["angles"] if "angles" in p else grasp_angles(p))
+            centres, radii = self._forearm((joints[30] + joints[31]) / 2)
+        else:
+            joints, centres, radii = self.hand.pose(p)
+        if self.left:  # a left hand: the right one mirrored across the hand frame's y-z plane
+            joints, centres = joints * MIRROR, centres * MIRROR
+            vertices = None if vertices is None else vertices * MIRROR
+        rot = rotation(p["roll"], p["yaw"], p["pitch"])
         joints = joints @ rot.T + p["translation"]
         centres = centres @ rot.T + p["translation"]
         cam = self.config.camera
@@ -401,8 +134,10 @@ class SequenceRenderer:
             elbow = (np.array([0.0, WRIST_Y + 260.0, 20.0]) * self.hand.scale) @ rot.T + p["translation"] + shift
             background = self.person.scene(joints[32], elbow if hand else None, cam, self.background)
         if not hand:
-            return background.copy(), joints
+            return apply_sensor(background, self.sensor, cam, self.sensor_rng), joints
         depth = render_depth(centres, radii, cam, background)
+        if vertices is not None:
+            render_mesh(vertices @ rot.T + p["translation"] + shift, self.hand.faces, cam, depth)
         uvd = cam.xyz_to_uvd(joints)
         margin = 160.0 * cam.fx / p["translation"][2]
         box = (max(int(uvd[32, 1] - margin), 0), min(int(uvd[32, 1] + margin), cam.height),
@@ -424,7 +159,17 @@ class SequenceRenderer:
             elif e.kind == "near_limit":
                 depth[(depth > 0) & (depth < joints[32, 2] - e.params[0])] = 0.0
         self.last_occlusion = self._occlusion(hand_only, depth, box, background) if active else 0.0
+        if self.sensor != "basic":
+            depth = apply_sensor(depth, self.sensor, cam, self.sensor_rng)
         return depth, joints
+
+    def _forearm(self, wrist: np.ndarray) -> tuple:
+        """The mesh hand's forearm (hand frame): a capsule from the wrist toward the elbow, thicker
+        in a sleeve."""
+        s = self.hand.scale
+        r0, r1 = (34.0, 40.0) if self.sleeve else (24.0, 30.0)
+        start = wrist + np.array([0.0, 12.0 if self.sleeve else 6.0, 4.0]) * s
+        return capsule_spheres(start, wrist + np.array([0.0, 260.0, 20.0]) * s, r0 * s, r1 * s, spacing=0.9)
 
     def _into_view(self, joints, margin: float = 12.0) -> np.ndarray:
         """The x/y shift (mm) that brings every joint at least ``margin`` pixels inside the image."""
@@ -450,8 +195,8 @@ class SequenceRenderer:
         return float(max(lost.sum() / hand.sum() - self.config.random_dropout - 0.02, 0.0))
 
 
-def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequences: int = 4,
-                        test_sequences: int = 2, seed: int = 0, config: SynthConfig = SynthConfig(),
+def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = SYNTH_SPLITS[0], train_sequences: int = SYNTH_SPLITS[1],
+                        test_sequences: int = SYNTH_SPLITS[2], seed: int = 0, config: SynthConfig = SynthConfig(),
                         progress: bool = True, workers: int | None = None) -> dict:
     """Write ``<out>/train`` and ``<out>/test`` in the NYU format (a split of 0 sequences is not
     written); returns frame counts.
@@ -463,8 +208,6 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
     written atomically), and the labels are written last, so a folder with ``joint_data.mat`` is
     complete.
     """
-    from keras_cadstn.data import nyu
-
     counts = {}
     splits = {name: seqs for name, seqs in (("train", range(train_sequences)),
                                             ("test", range(train_sequences, train_sequences + test_sequences)))
@@ -472,8 +215,6 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
     workers = min(workers or os.cpu_count() or 1, max(train_sequences, test_sequences, 1))
     pool = None
     if workers > 1:
-        import concurrent.futures
-        import multiprocessing
         # spawn: the caller may have started TensorFlow's threads, which a fork would copy half-way
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
@@ -500,7 +241,6 @@ def write_synthetic_nyu(out_dir: str, frames_per_sequence: int = 256, train_sequ
 
 def _write_sequence(job) -> tuple:
     """Render one sequence into NYU PNGs numbered from ``first``; returns (joints uvd, occlusion)."""
-    from keras_cadstn.data import nyu
     split_dir, sequence_seed, first, count, config = job
     renderer = SequenceRenderer(sequence_seed, config)
     joints_uvd, occlusion = np.zeros((count, 36, 3)), np.zeros(count)
@@ -515,7 +255,6 @@ def _write_sequence(job) -> tuple:
 
 
 def _progress(total, desc, enabled):
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled)
 
 

@@ -9,17 +9,20 @@ back to the camera (centre, cube, crop transform, camera intrinsics), and sequen
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
+import fcntl
 import logging
 import os
 
 import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
 
-from keras_cadstn.data.frames import DatasetSplit, DatasetSpec
-from keras_cadstn import atomic
+from keras_cadstn import fileio
+from keras_cadstn.config import PAPER_IMAGE_SIZE, SHARDS, CADSTNConfig
+from keras_cadstn.data.frames import DatasetSpec, DatasetSplit
+from keras_cadstn.data.preprocessing import normalize_joints, preprocess_frame
 from keras_cadstn.errors import ConfigError, CorruptShardError, DataError, NoHandError
-from keras_cadstn.preprocessing import normalize_joints, preprocess_frame
+from keras_cadstn.fileio import file_sha256, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +50,6 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_json(path: str):
-    """A JSON file written by this library; unreadable JSON is a DataError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
-
-
 def read_manifest(directory: str, require_complete: bool = False) -> dict:
     """The split's manifest; ``require_complete``: refuse a conversion that has not finished (its
     shards are a part of the split only)."""
@@ -80,8 +66,6 @@ def read_manifest(directory: str, require_complete: bool = False) -> dict:
 def encode_example(values: dict, crop_dtype: str = CROP_DTYPE) -> bytes:
     """One frame as a serialised tf.train.Example with exactly the FIELDS; serialised
     deterministically (map order fixed), so the same data gives byte-identical shards."""
-    import tensorflow as tf
-
     feature = {}
     for name, (kind, _) in FIELDS.items():
         v = values[name]
@@ -109,7 +93,6 @@ def _convert_frame(split: DatasetSplit, frame, image_size: int) -> bytes:
 
 def check_image_size(image_size) -> int:
     """Crops must suit the networks: a positive multiple of their total pooling (4 x 2 x 2 = 16)."""
-    from keras_cadstn.models.config import CADSTNConfig
     try:
         CADSTNConfig(image_size=int(image_size))
     except (ValueError, TypeError) as e:
@@ -120,7 +103,6 @@ def check_image_size(image_size) -> int:
 @contextlib.contextmanager
 def conversion_lock(out_dir: str):
     """One conversion per folder at a time: a second one fails at once instead of sharing files."""
-    import fcntl
     with open(os.path.join(out_dir, LOCK), "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,7 +115,7 @@ def conversion_lock(out_dir: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def convert_split(split: DatasetSplit, out_dir: str, shards: int = 4, image_size: int = 128,
+def convert_split(split: DatasetSplit, out_dir: str, shards: int = SHARDS, image_size: int = PAPER_IMAGE_SIZE,
                   progress: bool = True) -> dict:
     """Pre-process a split into ``shards`` TFRecord files of consecutive frames.
 
@@ -143,9 +125,6 @@ def convert_split(split: DatasetSplit, out_dir: str, shards: int = 4, image_size
     shards whose sha256 matches the manifest. Frames with no hand are skipped, reported, and listed
     in the manifest; a split where no frame converts is an error.
     """
-    import tensorflow as tf
-    from tqdm.auto import tqdm
-
     image_size = check_image_size(image_size)
     if int(shards) < 1:
         raise ConfigError(f"shards must be >= 1, got {shards}")
@@ -181,7 +160,7 @@ def _convert_locked(split, out_dir, shards, image_size, progress, tf, tqdm) -> d
             continue
         path = os.path.join(out_dir, name)
         records, skipped = 0, []
-        with atomic.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        with fileio.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
             for frame in frames:
                 try:
                     writer.write(_convert_frame(split, frame, image_size))
@@ -195,22 +174,20 @@ def _convert_locked(split, out_dir, shards, image_size, progress, tf, tqdm) -> d
                                    "last_frame": int(bounds[k + 1] - 1)})
         manifest["skipped"] += skipped
         manifest["shards"].sort(key=lambda s: s["file"])
-        atomic.write_json(manifest_path, manifest)
+        fileio.write_json(manifest_path, manifest)
     bar.close()
     manifest["num_records"] = sum(s["records"] for s in manifest["shards"])
     if manifest["num_records"] == 0:
-        atomic.write_json(manifest_path, manifest)
+        fileio.write_json(manifest_path, manifest)
         raise DataError(f"{split.split}: no frame could be converted ({len(manifest['skipped'])} of "
                         f"{len(split.frames)} had no hand pixel in the cube around the labelled reference joint)")
     manifest["complete"] = True
-    atomic.write_json(manifest_path, manifest)
+    fileio.write_json(manifest_path, manifest)
     return manifest
 
 
 def count_readable_records(path: str):
     """(records read before the first unreadable one, error message or None)."""
-    import tensorflow as tf
-
     n = 0
     try:
         for _ in tf.data.TFRecordDataset(path):

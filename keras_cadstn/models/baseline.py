@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_cadstn.config import CADSTNConfig
 from keras_cadstn.models.blocks import regression_network
-from keras_cadstn.models.config import CADSTNConfig
 
 
 def build_baseline_network(config: CADSTNConfig = CADSTNConfig(), **overrides) -> keras.Model:

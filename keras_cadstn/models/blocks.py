@@ -4,7 +4,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from keras_cadstn.models.config import CADSTNConfig
+from keras_cadstn.config import CADSTNConfig
+from keras_cadstn.models.layers import SliceVolume
 
 
 def conv_trunk(x, config: CADSTNConfig, prefix: str, sliced: bool = False):
@@ -46,8 +47,6 @@ def regression_network(config: CADSTNConfig, name: str, sliced: bool = False,
                        activation: str | None = None, last_initializer: str = "glorot_uniform") -> keras.Model:
     """Baseline-shaped single-branch regressor: trunk -> fc -> drop -> fc -> drop -> fc(3K);
     ``last_initializer``: the kernel initializer of the last fc."""
-    from keras_cadstn.models.layers import SliceVolume
-
     inp = crop_input(config)
     x = SliceVolume(config.num_slices, name="slice_volume")(inp) if sliced else inp
     x = conv_trunk(x, config, prefix="", sliced=sliced)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from keras_cadstn.config import CADSTNConfig
 from keras_cadstn.models.blocks import crop_input, motion_input, regression_network
-from keras_cadstn.models.config import CADSTNConfig
 from keras_cadstn.models.layers import FrozenSubmodel, GatedFusion
 from keras_cadstn.models.spatial import build_spatial_network, spatial_inference_model
-from keras_cadstn.models.temporal import build_temporal_network, uses_centre_motion
+from keras_cadstn.models.temporal import MOTION_SCALE, build_temporal_network, uses_centre_motion
 
 
 def build_gate_network(config: CADSTNConfig) -> keras.Model:
@@ -35,7 +35,6 @@ def build_prediction_gate(config: CADSTNConfig, centre_motion: bool = False, nam
     ~0.02 M weights instead of the crop gate's millions, for a gate trained on the few validation
     sequences the two networks have not fitted. Its last fc starts at zero, as the crop gate's.
     """
-    from keras_cadstn.models.temporal import MOTION_SCALE
     shape = (None, config.num_outputs)  # any number of frames: a clip, or one streaming step
     j_spa, j_temp = keras.Input(shape, name="spatial_joints"), keras.Input(shape, name="temporal_joints")
     inputs = [j_spa, j_temp]
@@ -81,16 +80,15 @@ def build_fusion_network(spatial: keras.Model, temporal: keras.Model,
     return keras.Model(inputs, [j_out, w1] if with_weights else j_out, name="cadstn")
 
 
-def build_cadstn(num_joints: int = 14, image_size: int = 128, num_slices: int = 8, seq_len: int = 16,
-                 config: CADSTNConfig | None = None, **overrides) -> keras.Model:
+def build_cadstn(config: CADSTNConfig | None = None, **overrides) -> keras.Model:
     """The whole CADSTN over a clip: (B, T, M, M, 1) -> (B, T, 3K), freshly initialised.
 
     Its sub-models are reachable by name: ``get_submodel(model, "spatial_network")`` (the spatial
     main path, whose layers are those of the training model with auxiliary outputs),
     ``"temporal_network"`` and ``"gate_network"``.
+    ``overrides`` replace fields of ``config`` (default: the paper's ``CADSTNConfig``), e.g. ``num_joints=16``.
     """
-    config = config or CADSTNConfig(num_joints=num_joints, image_size=image_size,
-                                    num_slices=num_slices, seq_len=seq_len, **overrides)
+    config = (config or CADSTNConfig()).replace(**overrides)
     return build_fusion_network(build_spatial_network(config), build_temporal_network(config), config)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_cadstn.preprocessing import slice_volume
+from keras_cadstn.data.preprocessing import slice_volume
 
 PACKAGE = "keras_cadstn"
 
@@ -13,7 +13,6 @@ PACKAGE = "keras_cadstn"
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SliceVolume(keras.layers.Layer):
     """Normalised depth crop (..., M, M, 1) -> sliced 3D volume (..., M, M, L), inside the model."""
-
     def __init__(self, num_slices: int = 8, float_steps: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_slices = num_slices
@@ -32,7 +31,6 @@ class SliceVolume(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GatedFusion(keras.layers.Layer):
     """J_out = w1 * J_temp + (1 - w1) * J_spa, per coordinate (w2 = 1 - w1)."""
-
     def call(self, inputs):
         w1, j_temporal, j_spatial = inputs
         return w1 * j_temporal + (1.0 - w1) * j_spatial
@@ -48,7 +46,6 @@ class FrozenSubmodel(keras.layers.Wrapper):
 
     ``per_frame``: apply a single-frame model to every frame of (B, T, ...) input.
     """
-
     def __init__(self, layer, per_frame: bool = False, **kwargs):
         super().__init__(layer, **kwargs)
         self.per_frame = per_frame

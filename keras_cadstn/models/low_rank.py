@@ -6,8 +6,8 @@ and 2M in the two H2 layers. Every frame reads all of them: 36 MB in int8, more 
 machine's L3 cache, so the step waits on memory. A trained kernel W (in, out) is replaced by two
 factors, W ~ A B with A (in, r) and B (r, out), fitted to what the layer reads on training crops
 (``factorise_dense``; the kernel's truncated SVD where no crops reach it), computed once, no
-retraining. What it does to the error is measured, never assumed: ``benchmarks/bench_low_rank.py``
-chooses the rank on the validation split and reports the test error.
+retraining. What it does to the error is measured, never assumed: the rank was chosen on the
+validation split (docs/decisions.md).
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from keras_cadstn.models.layers import PACKAGE
 class LowRankDense(keras.layers.Layer):
     """``activation(x @ first @ second + bias)``: a Dense layer of ``units`` whose kernel is the
     product of ``first`` (in, rank) and ``second`` (rank, units)."""
-
     def __init__(self, units: int, rank: int, activation=None, use_bias: bool = True, **kwargs):
         super().__init__(**kwargs)
         if units < 1 or rank < 1:

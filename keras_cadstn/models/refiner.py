@@ -7,14 +7,14 @@ from that centre to the hand's reference joint, in cube-normalised units ((xyz_r
 result exactly as training cut it around the labelled joint.
 
 The hand detector is the same network with a second output: the logit of "a hand is at this crop's
-centre" (``keras_cadstn.detect``).
+centre" (``keras_cadstn.tracking.detector``).
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
 
-from keras_cadstn.models.config import DetectorConfig, RefinerConfig
+from keras_cadstn.config import DetectorConfig, RefinerConfig
 
 
 def _crop_features(config):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
+from keras_cadstn.config import CADSTNConfig
 from keras_cadstn.models.blocks import conv_trunk, crop_input
-from keras_cadstn.models.config import CADSTNConfig
 from keras_cadstn.models.layers import SliceVolume
 
 OUTPUTS = ("joints", "aux_depth", "aux_3d")
@@ -61,8 +62,6 @@ def fold_sliced_convolutions(spatial: keras.Model, float_steps: bool = False) ->
     (``SliceVolume(float_steps=True)``; float32 graphs only). Every other layer is shared with
     ``spatial``, not copied.
     """
-    import numpy as np
-
     def clone(layer):
         if isinstance(layer, SliceVolume):
             return SliceVolume(layer.num_slices, float_steps=float_steps, name=layer.name) if float_steps else layer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_cadstn.models.fusion import reads_predictions
 from keras_cadstn.models.layers import GatedFusion
 
 
@@ -14,7 +15,6 @@ def build_streaming_cadstn(spatial: keras.Model, temporal_step: keras.Model, gat
 
     The sub-models' layers are shared, not copied.
     """
-    from keras_cadstn.models.fusion import reads_predictions
     inputs = [keras.Input(tuple(t.shape[1:]), name=t.name.split(":")[0]) for t in temporal_step.inputs]
     crop, h, c = inputs[:3]
     j_temp, h2, c2 = temporal_step(inputs)

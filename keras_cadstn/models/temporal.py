@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from keras_cadstn.config import CADSTNConfig
 from keras_cadstn.models.blocks import crop_input, frame_encoder, motion_input
-from keras_cadstn.models.config import CADSTNConfig
 
 # ours: the centre motion enters in units of a tenth of the half cube (15 mm for NYU's 300 mm cube)
 # rather than the joints' units, where a frame's typical motion (a few mm, ~0.02) would be too small

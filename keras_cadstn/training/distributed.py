@@ -1,0 +1,197 @@
+"""Multi-worker training: ``tf.distribute.MultiWorkerMirroredStrategy`` with a loop of our own.
+
+Keras 3's ``fit`` cannot run under this strategy: before its first step it reduces a data batch
+across workers outside a ``tf.function``, which the collective ops refuse (keras-team/keras#20585,
+open). This loop does what ``fit`` would, per step: every replica computes its loss with the model's
+compiled losses (Keras scales it by 1 / replicas, so the sum over replicas is the global batch's
+mean), the optimizer all-reduces the gradients (sum) and applies them on every replica.
+
+What multi-worker needs, and how it is done here (docs/distributed.md tells users):
+- data: every worker builds the same deterministic input pipeline and keeps its share of each
+  global batch (``InputConfig.num_shards``), so N workers train on exactly one process's batches;
+- files: every worker runs every save (the strategy's rule: a save may read synchronised
+  variables); the chief writes into the run folder, the others into a temporary folder that is
+  deleted at once;
+- resume: all workers read the chief's backup from the run folder, which must be shared storage;
+  they check that they agree on the step before training on;
+- validation loss, logs and the progress bar: on the chief only.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_cadstn import fileio
+from keras_cadstn.errors import ConfigError, TrainingError
+from keras_cadstn.training.checkpoint import BACKUP, check_resume_step, restore_backup
+
+
+def cluster_resolver():
+    """Where the cluster is described: ``TF_CONFIG`` (set by hand, or by Kubernetes' training
+    operators), else a Slurm job step of several tasks (``srun``), else nowhere (one worker)."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        # Slurm's resolver gives each task of a node its own GPUs and fails where there are none (no
+        # nvidia-smi, or 0 GPUs): on CPU nodes it is told of one "GPU" per task and not to assign them
+        tasks = max(int(n.split("(")[0]) for n in os.environ.get("SLURM_STEP_TASKS_PER_NODE", "1").split(","))
+        gpus = {} if shutil.which("nvidia-smi") else {"gpus_per_node": tasks, "gpus_per_task": 1, "auto_set_gpu": False}
+        return tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=int(os.environ.get("KERAS_CADSTN_PORT_BASE", 8888)), **gpus)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    task_type: str | None
+    task_id: int
+    num_workers: int
+    is_chief: bool
+
+
+def worker_role(strategy) -> WorkerRole:
+    """Who this process is in the cluster (from ``TF_CONFIG`` or another cluster resolver): the chief
+    is task ``chief``, or worker 0 where the cluster has no chief; a process without a cluster is
+    its own chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = int(getattr(resolver, "task_id", None) or 0)
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    workers = sum(len(tasks) for job, tasks in jobs.items() if job in ("chief", "worker")) or 1
+    chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+    return WorkerRole(task_type, task_id, workers, chief)
+
+
+@contextlib.contextmanager
+def written_by(role: WorkerRole, path: str, suffix: str):
+    """A path to save to: the chief's is written atomically to ``path``; another worker's lies in a
+    temporary folder that is removed when the block ends."""
+    if role.is_chief:
+        with fileio.atomic_path(path, suffix) as tmp:
+            yield tmp
+        return
+    folder = tempfile.mkdtemp(prefix=f"cadstn-{role.task_type}{role.task_id}-")
+    try:
+        yield os.path.join(folder, os.path.basename(path))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def global_batch_size(batch_size: int, strategy) -> int:
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ConfigError(f"the global batch ({batch_size}) must be a multiple of the {replicas} replicas "
+                          f"(workers x devices per worker)")
+    return batch_size
+
+
+def distribute_input(strategy, make_input, batch_size: int):
+    """``make_input(batch_size, num_shards, shard_index)`` -> this worker's dataset, distributed; its
+    replicas' batches together are the one-process batch of ``batch_size``."""
+    global_batch_size(batch_size, strategy)
+
+    def worker_dataset(context: tf.distribute.InputContext):
+        return make_input(context.get_per_replica_batch_size(batch_size), context.num_input_pipelines,
+                          context.input_pipeline_id)
+    return strategy.distribute_datasets_from_function(worker_dataset)
+
+
+def make_train_step(model, strategy):
+    """One optimizer step on the next global batch; returns the global batch's mean loss."""
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)  # already / replicas
+            scaled = model.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function
+    def train_step(iterator):
+        x, y = next(iterator)
+        return strategy.reduce("SUM", strategy.run(replica_step, args=(x, y)), axis=None)
+    return train_step
+
+
+def agree_on_step(strategy, done: int) -> None:
+    """Every worker must resume from the same step (the same backup): check it across workers."""
+    @tf.function
+    def sums():  # all equal exactly when (sum x)^2 == n * sum x^2
+        step = tf.constant(done, tf.float64)
+        return strategy.reduce("SUM", strategy.run(lambda: tf.stack([step, step * step])), axis=None)
+    total, squares = (float(v) for v in sums().numpy())
+    if total * total != strategy.num_replicas_in_sync * squares:
+        raise ConfigError(f"the workers resume from different steps (this one from {done}): the run folder must be "
+                          f"storage that every worker reads (the chief's backups are the only ones kept)")
+
+
+def validation_loss(model, val_ds) -> float:
+    """The compiled loss over a (not distributed) validation dataset, weighted by batch size."""
+    total, count = 0.0, 0
+    for x, y in val_ds:
+        n = int(keras.ops.shape(x)[0])
+        total += float(model.compute_loss(x=x, y=y, y_pred=model(x, training=False), training=False)) * n
+        count += n
+    return total / max(count, 1)
+
+
+def fit_distributed(model, make_input, batch_size: int, stage_dir: str, steps: int, checkpoint_every: int,
+                    strategy, val_ds=None, verbose=True) -> dict:
+    """Train ``model`` (compiled in ``strategy.scope()``) to ``steps`` optimizer steps in total, with
+    the files ``train.fit_stage`` writes (history.csv, backup, checkpoint.keras, TensorBoard logs), so
+    a stage resumes the same way whichever loop trained it. Returns {"loss": [per period]}."""
+    role = worker_role(strategy)
+    backup = os.path.join(stage_dir, BACKUP)
+    done = restore_backup(model, backup)
+    check_resume_step(done, steps, stage_dir)
+    agree_on_step(strategy, done)
+    period = min(checkpoint_every, steps)
+    train_step = make_train_step(model, strategy)
+    iterator = iter(distribute_input(strategy, make_input, batch_size))
+    writer = tf.summary.create_file_writer(os.path.join(stage_dir, "logs", "train")) if role.is_chief else None
+    progress = keras.utils.Progbar(steps, verbose=1 if verbose and role.is_chief else 0)
+    progress.update(done)
+    history = {"loss": []}
+    while done < steps:
+        epoch, losses = done // period, []
+        for _ in range(min(period, steps - done)):
+            losses.append(float(train_step(iterator)))
+            done += 1
+            if not math.isfinite(losses[-1]):
+                raise TrainingError(f"{stage_dir}: loss became NaN/inf at step {done}; training stopped, last backup "
+                                    f"kept in {backup} (try a lower --lr)")
+            progress.update(done, [("loss", losses[-1])])
+        logs = {"loss": float(np.mean(losses))}
+        if val_ds is not None and role.is_chief:
+            logs["val_loss"] = validation_loss(model, val_ds)
+        history["loss"].append(logs["loss"])
+        if role.is_chief:  # the row before the backup, as fit_stage: a kill in between repeats it
+            append_history_row(os.path.join(stage_dir, "history.csv"), epoch, logs)
+            with writer.as_default():
+                for name, value in logs.items():
+                    tf.summary.scalar(f"epoch_{name}", value, step=done)
+        with written_by(role, backup, ".weights.h5") as path:
+            model.save_weights(path)
+        with written_by(role, os.path.join(stage_dir, "checkpoint.keras"), ".keras") as path:
+            model.save(path)
+    return history
+
+
+def append_history_row(path: str, epoch: int, logs: dict) -> None:
+    """One row of ``history.csv`` in the columns Keras' CSVLogger writes (epoch, loss, val_loss)."""
+    new = not os.path.isfile(path)
+    with open(path, "a", newline="") as f:
+        out = csv.writer(f)
+        if new:
+            out.writerow(["epoch", "loss", "val_loss"])
+        out.writerow([epoch, logs["loss"], logs.get("val_loss", "NA")])
