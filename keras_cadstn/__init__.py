@@ -42,19 +42,8 @@ _WHERE = {name: module for module, names in _API.items() for name in names}
 
 if TYPE_CHECKING:  # the same names, for editors and type checkers
     from keras_cadstn.camera import Camera
-    from keras_cadstn.config import (
-        CADSTNConfig,
-        DemoConfig,
-        DetectorConfig,
-        InputConfig,
-        RefinerConfig,
-        SynthConfig,
-        TrainConfig,
-        benchmark,
-        cache_dir,
-        demo,
-        paper,
-    )
+    from keras_cadstn.config import (CADSTNConfig, DemoConfig, DetectorConfig, InputConfig, RefinerConfig, SynthConfig, TrainConfig,
+        benchmark, cache_dir, demo, paper)
     from keras_cadstn.data.frames import DatasetSpec
     from keras_cadstn.data.metrics import comparison_table, mean_error, per_joint_error, plot_comparison, success_rate
     from keras_cadstn.data.pipeline import make_dataset
@@ -66,17 +55,9 @@ if TYPE_CHECKING:  # the same names, for editors and type checkers
     from keras_cadstn.errors import CadstnError, ConfigError, DataError
     from keras_cadstn.export.saved_model import export_saved_model
     from keras_cadstn.export.tracker import export_all, export_for_tracker, export_step
-    from keras_cadstn.models import (
-        build_baseline_network,
-        build_cadstn,
-        build_fusion_network,
-        build_sliced3d_network,
-        build_spatial_network,
-        build_temporal_network,
-        build_temporal_stream,
-        get_submodel,
-        spatial_inference_model,
-    )
+    from keras_cadstn.models import (build_baseline_network, build_cadstn, build_fusion_network, build_sliced3d_network,
+        build_spatial_network, build_temporal_network, build_temporal_stream, get_submodel,
+        spatial_inference_model)
     from keras_cadstn.models.bundle import Bundle, load_bundle, save_bundle
     from keras_cadstn.tracking.evaluate import track_split
     from keras_cadstn.tracking.localiser import HandLocaliser

@@ -160,12 +160,17 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_script(script: str, *args) -> dict:
+    """A training script in a fresh process (its own TensorFlow set-up); the JSON of its last line."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_mirrored_strategy_over_two_cpus_matches_single_device(synth_records, tmp_path):
-    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, synth_records, str(tmp_path)],
-                         capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_script(MIRRORED_SCRIPT, synth_records, str(tmp_path))
     assert result["replicas"] == 2
     single, mirrored = result["losses"]["default"], result["losses"]["mirrored"]
     assert len(single) == len(mirrored) == 4
@@ -198,10 +203,7 @@ DETERMINISTIC_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_one_seed_reproduces_with_deterministic_ops(synth_records, tmp_path):
-    out = subprocess.run([sys.executable, "-c", DETERMINISTIC_SCRIPT, synth_records, str(tmp_path)],
-                         capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_script(DETERMINISTIC_SCRIPT, synth_records, str(tmp_path))
     assert result["same_seed"] == 0.0  # bit-identical weights
     assert result["other_seed"] > 1e-4  # and the seed matters
 
