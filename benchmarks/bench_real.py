@@ -12,11 +12,13 @@ Run: python benchmarks/bench_real.py --bundle ~/.cache/keras_cadstn/demo/bundle 
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from keras_cadstn.config import REAL_FRAMES  # noqa: E402
-from keras_cadstn.data.metrics import mean_error  # noqa: E402
+from keras_cadstn.data.metrics import per_frame_error  # noqa: E402
 from keras_cadstn.data.real_frames import JOINTS, read_annotated_frames  # noqa: E402
 from keras_cadstn.data.splits import load_split  # noqa: E402
 from keras_cadstn.models.bundle import load_bundle  # noqa: E402
@@ -51,9 +53,11 @@ def main(args):
     figures = {"real": summaries}
     if args.workdir:
         split = load_split("nyu", os.path.join(args.workdir, "synthetic_nyu"), "test")
-        gt, pred, _ = track_split(HandTracker(bundle), split, centre="localiser", progress=False)
-        figures["synthetic_test_mm"] = synthetic = mean_error(gt, pred)
-        print(f"synthetic test split of {args.workdir}, label-free: {synthetic:.2f} mm mean joint error\n")
+        gt, pred, info = track_split(HandTracker(bundle), split, centre="localiser", progress=False)
+        figures["synthetic_test_mm"] = synthetic = float(np.nanmean(per_frame_error(gt, pred)))
+        figures["synthetic_no_hand_frames"] = info["no_hand_frames"]
+        print(f"synthetic test split of {args.workdir}, label-free: {synthetic:.2f} mm mean joint error over the "
+              f"{info['frames'] - info['no_hand_frames']} of {info['frames']} frames with a hand found\n")
     print(common.table(["centre", "hand found", "centre to palm, median", "joint error, median", "joint error, mean"],
                        overall))
     return figures
