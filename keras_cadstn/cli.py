@@ -215,7 +215,8 @@ def _track(t):
     t.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0])
     t.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help="TFLite: the step model's precision")
     t.add_argument("--fc-rank", type=positive_int, help=FC_RANK_HELP)
-    t.add_argument("--jsonl", help="one JSON line per frame: frame, timestamp, found, joints_mm (camera mm)")
+    t.add_argument("--jsonl", help="one JSON line per frame: frame, source, timestamp, found, joints_mm (camera mm); "
+                                   "'-': standard output")
     t.add_argument("--video", help="depth with the skeleton, fps and found/lost (.mp4 or .avi)")
     t.add_argument("--show", action="store_true", help="a live window (needs OpenCV with a GUI and a display)")
     t.add_argument("--frames", type=positive_int, help="stop after this many frames (default: the whole source)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 from keras_cadstn.config import STAGES, CADSTNConfig, SynthConfig, TrainConfig, demo, paper
 from keras_cadstn.data.frames import get_spec
@@ -22,7 +23,7 @@ from keras_cadstn.tracking.detector import DETECTOR_PATH, load_detector
 from keras_cadstn.tracking.localiser import HandLocaliser
 from keras_cadstn.tracking.runtime import sample_clips
 from keras_cadstn.tracking.sources import open_source, parse_camera
-from keras_cadstn.tracking.stream import track_stream
+from keras_cadstn.tracking.stream import STDOUT, check_outputs, track_stream
 from keras_cadstn.tracking.tracker import HandTracker
 from keras_cadstn.training.stages import train_cadstn
 
@@ -114,6 +115,7 @@ def cmd_demo(args):
 def cmd_track(args):
     if not (args.jsonl or args.video or args.show):
         raise ConfigError("nothing to write: give --jsonl FILE, --video FILE and/or --show")
+    check_outputs(args.jsonl, args.video)  # before the bundle, the camera and the stream
     bundle = load_bundle(args.bundle)  # before the camera is opened: a bad bundle fails fast
     localiser = HandLocaliser(detector_path={"learned": DETECTOR_PATH, "geometric": None}.get(args.detector,
                                                                                                 args.detector))
@@ -127,6 +129,9 @@ def cmd_track(args):
                                                                          fc_rank=args.fc_rank))
         stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,
                              max_frames=args.frames)
+    written = [(kind, path) for kind, path in (("jsonl", args.jsonl), ("video", args.video))
+               if path and path != STDOUT and os.path.isfile(path)]  # a video of no frames is not written
     print(f"{stats['frames']} frames{' (stopped by Ctrl-C)' if stats['interrupted'] else ''}, hand found in "
           f"{stats['found']}; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
-          + "".join(f"; {kind} {path}" for kind, path in (("jsonl", args.jsonl), ("video", args.video)) if path))
+          + "".join(f"; {kind} {path}" for kind, path in written),
+          file=sys.stderr if args.jsonl == STDOUT else sys.stdout)  # standard output: the joints alone

@@ -7,6 +7,7 @@ temporary name carries the process id, so two writers never share a temporary fi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -89,3 +90,20 @@ def read_json(path: str):
             return json.loads(f.read().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str, name: str, error):
+    """One writer per folder at a time: an exclusive lock on ``folder/name`` held for the block;
+    where another process holds it, ``error`` (an exception) is raised at once instead."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+

@@ -66,4 +66,6 @@ def load_icvl(root: str, split: str = "train") -> DatasetSplit:
             seq = seq_of.setdefault(name.replace("\\", "/").split("/")[0], len(seq_of))
             frames.append(Frame(path=path, joints_uvd=j_uvd, joints_xyz=j_xyz, sequence_id=seq,
                                 frame_index=len(frames), cube=ICVL.cube))
+    if not frames:
+        raise DataError(f"{split_dir}: the label files {', '.join(label_names)} list no frames")
     return DatasetSplit(spec=ICVL, split=split, frames=frames, read_depth=read_depth)

@@ -51,6 +51,9 @@ def read_results(path: str, dataset: str = "nyu", fmt: str = "uvd") -> tuple:
     joints = np.stack(rows)
     if not np.isfinite(joints).all():
         raise DataError(f"{path}: contains NaN/inf")
+    behind = np.nonzero((joints[..., 2] <= 0).any(axis=1))[0]
+    if behind.size:  # a joint at or behind the camera is no hand pose (uvd: depth; xyz: z)
+        raise DataError(f"{path}: frame {behind[0] + 1} (of {len(behind)} such) has a joint with depth <= 0 mm")
     if any(n is None for n in names) != all(n is None for n in names):
         raise DataError(f"{path}: some lines start with an image name and some do not")
     names = None if names[0] is None else names

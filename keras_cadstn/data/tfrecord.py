@@ -8,8 +8,6 @@ back to the camera (centre, cube, crop transform, camera intrinsics), and sequen
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 
@@ -100,19 +98,10 @@ def check_image_size(image_size) -> int:
     return int(image_size)
 
 
-@contextlib.contextmanager
 def conversion_lock(out_dir: str):
     """One conversion per folder at a time: a second one fails at once instead of sharing files."""
-    with open(os.path.join(out_dir, LOCK), "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"{out_dir}: another `cadstn convert` is writing to this folder; "
-                            f"wait for it or choose another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return fileio.folder_lock(out_dir, LOCK, DataError(f"{out_dir}: another `cadstn convert` is writing to this "
+                                                       f"folder; wait for it or choose another --out"))
 
 
 def convert_split(split: DatasetSplit, out_dir: str, shards: int = SHARDS, image_size: int = PAPER_IMAGE_SIZE,

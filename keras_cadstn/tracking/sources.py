@@ -14,6 +14,7 @@ import glob
 import json
 import math
 import os
+import re
 import queue
 import sys
 import time
@@ -59,23 +60,30 @@ class DepthSource:
 
 
 def parse_camera(text: str) -> Camera:
-    """'fx,fy,cx,cy,width,height[,depth_unit_mm]' -> Camera."""
+    """'fx,fy,cx,cy,width,height[,depth_unit_mm]' -> Camera: finite numbers, whole pixels."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) not in (6, 7):
-        raise ConfigError(f"camera must be fx,fy,cx,cy,width,height[,depth_unit_mm], got {text!r}")
+    if len(values) not in (6, 7) or not all(np.isfinite(values)):
+        raise ConfigError(f"camera must be finite numbers fx,fy,cx,cy,width,height[,depth_unit_mm], got {text!r}")
+    if any(v != int(v) or v < 1 for v in values[4:6]):
+        raise ConfigError(f"camera width and height must be whole pixels >= 1, got {text!r}")
     return Camera(*values[:4], int(values[4]), int(values[5]), *(values[6:] or [1.0]))
 
 
+def natural_key(name: str) -> list:
+    """Sort key that puts frame2 before frame10: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 class PngFolderSource(DepthSource):
-    """Depth PNGs of a folder in name order: 16-bit (one channel, the camera's unit) or NYU's 8-bit
+    """Depth PNGs of a folder in natural name order (frame2 before frame10): 16-bit (one channel, the camera's unit) or NYU's 8-bit
     colour encoding (G * 256 + B). The camera comes from ``camera`` or the folder's camera.json."""
     def __init__(self, folder: str, camera: Camera | None = None):
         if not os.path.isdir(folder):
             raise DataError(f"pngs:{folder}: folder not found")
-        self.paths = sorted(glob.glob(os.path.join(folder, "*.png")))
+        self.paths = sorted(glob.glob(os.path.join(folder, "*.png")), key=lambda p: natural_key(os.path.basename(p)))
         if not self.paths:
             raise DataError(f"pngs:{folder}: no .png files in the folder")
         if camera is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -35,10 +36,30 @@ from keras_cadstn.errors import ConfigError, TrainingError
 from keras_cadstn.training.checkpoint import BACKUP, check_resume_step, restore_backup
 
 
+def check_tf_config(text: str) -> dict:
+    """``TF_CONFIG`` as TensorFlow needs it, or a one-line error: a JSON object whose ``cluster`` maps
+    job names to lists of "host:port" and whose ``task`` names one of them by type and index."""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"TF_CONFIG is not JSON ({e})") from None
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(hosts, list) and hosts and all(isinstance(h, str) and ":" in h for h in hosts)
+            for hosts in cluster.values()):
+        raise ConfigError(f'TF_CONFIG needs "cluster": {{"worker": ["host:port", ...]}}, got {text!r}')
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ConfigError(f'TF_CONFIG needs "task": {{"type": one of {sorted(cluster)}, "index": a position in its '
+                          f"list}}, got {task!r}")
+    return config
+
+
 def cluster_resolver():
     """Where the cluster is described: ``TF_CONFIG`` (set by hand, or by Kubernetes' training
     operators), else a Slurm job step of several tasks (``srun``), else nowhere (one worker)."""
     if os.environ.get("TF_CONFIG"):
+        check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
         # Slurm's resolver gives each task of a node its own GPUs and fails where there are none (no

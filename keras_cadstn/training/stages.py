@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cadstn import models
+from keras_cadstn import fileio, models
 from keras_cadstn.config import STAGES, STRATEGIES, CADSTNConfig, InputConfig, TrainConfig
 from keras_cadstn.data.pipeline import BAD_RECORD, make_dataset
 from keras_cadstn.errors import ConfigError, DataError, TrainingError
@@ -148,6 +148,7 @@ def save_trained(model, stage_dir: str, steps: int, role: WorkerRole = WorkerRol
 
 
 # what each stage reads: single frames, or clips of T consecutive frames
+TRAIN_LOCK = ".train.lock"
 STAGE_MODE = {"baseline": "frames", "sliced3d": "frames", "spatial": "frames", "temporal": "sequences",
               "fusion": "sequences"}
 
@@ -232,6 +233,14 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = get_strategy(cfg.strategy)
+    busy = ConfigError(f"{run_dir}: another `cadstn train` is writing to this run folder; wait for it or "
+                       f"choose another --run-dir")
+    # the chief writes the run folder (the other workers only read it): it alone holds the lock
+    with fileio.folder_lock(run_dir, TRAIN_LOCK, busy) if worker_role(strategy).is_chief else contextlib.nullcontext():
+        return _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion_pattern, strategy)
+
+
+def _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion_pattern, strategy) -> dict:
     trained = {}
 
     def prerequisite(stage):

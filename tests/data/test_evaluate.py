@@ -70,3 +70,16 @@ def test_plots_are_written(tmp_path):
     for path in paths:
         img = mpimg.imread(path)
         assert img.shape[0] > 200 and img.shape[1] > 200
+
+
+@pytest.mark.parametrize("fmt", ["uvd", "xyz"])
+def test_results_with_a_joint_at_or_behind_the_camera_are_refused(tmp_path, fmt):
+    from keras_cadstn.cli import main
+    rows = np.tile([[320.0, 240.0, 600.0]], (14, 1))
+    path = tmp_path / "gt.txt"
+    good = " ".join(f"{v:.1f}" for v in rows.ravel())
+    rows[5, 2] = 0.0
+    path.write_text(good + "\n" + " ".join(f"{v:.1f}" for v in rows.ravel()) + "\n")
+    with pytest.raises(DataError, match=r"gt.txt: frame 2 \(of 1 such\) has a joint with depth <= 0"):
+        load_results(str(path), "nyu", fmt)
+    assert main(["eval", "--gt", str(path), "--pred", str(path), "--fmt", fmt, "--out", str(tmp_path / "p")]) == 2

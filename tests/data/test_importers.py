@@ -143,3 +143,12 @@ def test_icvl_errors(tmp_path):
     os.replace(tmp_path / "photo.jpg", bad)  # a JPEG saved under a .png name is not depth
     with pytest.raises(DataError, match=r"image_0000.png: not a PNG file \(no PNG signature"):
         icvl.read_depth(str(bad))
+
+
+def test_icvl_label_files_without_frames_are_refused(tmp_path):
+    _write_icvl(str(tmp_path))
+    for name in os.listdir(tmp_path / "Training"):
+        if name.endswith(".txt"):
+            (tmp_path / "Training" / name).write_text("")
+    with pytest.raises(DataError, match="list no frames"):
+        icvl.load_icvl(str(tmp_path), "train")

@@ -13,7 +13,7 @@ from conftest import real_frames_camera
 from keras_cadstn.camera import Camera
 from keras_cadstn.cli import main
 from keras_cadstn.errors import CadstnError, ConfigError, DataError
-from keras_cadstn.tracking.sources import CAMERA_FILE, DepthFrame, PngFolderSource, open_source, parse_camera
+from keras_cadstn.tracking.sources import CAMERA_FILE, DepthFrame, PngFolderSource, natural_key, open_source, parse_camera
 from keras_cadstn.tracking.stream import track_stream
 from keras_cadstn.tracking.tracker import HandTracker
 
@@ -54,7 +54,8 @@ def test_png_folder_reads_16_bit_depth_with_the_folders_camera(png_folder):
     assert source.camera == SR305
     frames = list(source)
     assert len(frames) == 8 and [f.index for f in frames] == list(range(8))
-    first = sorted(p for p in os.listdir(REAL) if p.endswith(".png"))[0]
+    first = sorted((p for p in os.listdir(REAL) if p.endswith(".png")), key=natural_key)[0]  # frame 30, not 110
+    assert first == "20210326-230536_30.png" and frames[0].name == first
     np.testing.assert_array_equal(frames[0].depth, cv2.imread(os.path.join(REAL, first), cv2.IMREAD_UNCHANGED))
     assert frames[0].depth.dtype == np.float32 and not frames[0].sensor_clock
 

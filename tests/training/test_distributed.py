@@ -229,3 +229,19 @@ def test_cadstn_train_with_two_workers(synth_records, tmp_path):
         assert p.returncode == 0, out[-3000:]
     assert optimizer_steps(run) == 4
     assert sorted(losses(run)) == [0, 1]  # two checkpoint periods, one row each, from the chief
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "needs \"cluster\""),
+    ("{not json", "not JSON"),
+    ('{"cluster": {"worker": ["localhost:1"]}}', "needs \"task\""),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}', "needs \"task\""),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "needs \"cluster\""),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "ps", "index": 0}}', "needs \"task\""),
+])
+def test_malformed_tf_config_is_refused_in_one_line(monkeypatch, text, message):
+    from keras_cadstn.training.distributed import check_tf_config, cluster_resolver
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(ConfigError, match=message):
+        cluster_resolver()
+    assert check_tf_config('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')["task"]["index"] == 1

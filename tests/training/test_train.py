@@ -235,3 +235,15 @@ def test_cli_trains_the_network_options_it_is_given(synth_records, tmp_path, fla
     result = evaluate_stages(trained, str(records), 4)["test"]
     assert set(result["errors"]) >= {"Temporal", "CADSTN"} and np.isfinite(list(result["errors"].values())).all()
     assert result["gate_w1"].shape == (len(result["gt"]),)
+
+
+def test_a_second_training_into_a_busy_run_folder_is_refused_before_it_starts(tmp_path):
+    from keras_cadstn import fileio
+    from keras_cadstn.config import TrainConfig
+    from keras_cadstn.errors import ConfigError
+    from keras_cadstn.training.stages import TRAIN_LOCK, train_cadstn
+    with fileio.folder_lock(str(tmp_path), TRAIN_LOCK, RuntimeError("the test's own lock")):
+        with pytest.raises(ConfigError, match="another `cadstn train` is writing to this run folder"):
+            train_cadstn("no/records/*.tfrecord", str(tmp_path), cfg=TrainConfig(steps={"baseline": 1}),
+                         stages=("baseline",))
+    assert not (tmp_path / "baseline").exists() and not (tmp_path / "history.csv").exists()
