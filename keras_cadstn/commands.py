@@ -131,7 +131,8 @@ def cmd_track(args):
                              max_frames=args.frames)
     written = [(kind, path) for kind, path in (("jsonl", args.jsonl), ("video", args.video))
                if path and path != STDOUT and os.path.isfile(path)]  # a video of no frames is not written
-    print(f"{stats['frames']} frames{' (stopped by Ctrl-C)' if stats['interrupted'] else ''}, hand found in "
-          f"{stats['found']}; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
+    print(f"{stats['frames']} frames{' (stopped by Ctrl-C or SIGTERM)' if stats['interrupted'] else ''}, hand found in "
+          f"{stats['found']}" + (f"; {stats['skipped']} unreadable frames skipped" if stats["skipped"] else "")
+          + f"; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
           + "".join(f"; {kind} {path}" for kind, path in written),
           file=sys.stderr if args.jsonl == STDOUT else sys.stdout)  # standard output: the joints alone

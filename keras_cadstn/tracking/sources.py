@@ -40,6 +40,7 @@ class DepthFrame:
     index: int
     sensor_clock: bool
     name: str = ""
+    error: str = ""  # a frame that could not be read (``depth`` is then None): what was wrong
 
 
 class DepthSource:
@@ -109,6 +110,9 @@ class PngFolderSource(DepthSource):
         if image.dtype == np.uint16 and image.ndim == 2:
             depth = image.astype(np.float32)
         elif image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            if image[..., 2].any():  # NYU's encoding leaves red at zero; a colour picture does not
+                raise DataError(f"{path}: an 8-bit colour image whose red channel is not zero: not depth in NYU's "
+                                f"encoding (G * 256 + B, red 0)")
             depth = decode_depth(image)
         else:
             raise DataError(f"{path}: {image.dtype} image of shape {image.shape} is not depth: expected a 16-bit "
@@ -119,8 +123,19 @@ class PngFolderSource(DepthSource):
         return depth
 
     def __iter__(self):
+        """Every file in order; one that is not readable depth comes as a frame with its ``error``
+        (the stream reports and skips it), unless no file of the folder is: then a ``DataError``."""
+        errors = []
         for i, path in enumerate(self.paths):
-            yield DepthFrame(self.read(path), time.time(), i, False, os.path.basename(path))
+            try:
+                depth, error = self.read(path), ""
+            except DataError as e:
+                depth, error = None, str(e)
+                errors.append(error)
+            yield DepthFrame(depth, time.time(), i, False, os.path.basename(path), error)
+        if len(errors) == len(self.paths):
+            raise DataError(f"pngs:{os.path.dirname(self.paths[0])}: none of its {len(self.paths)} PNGs is readable depth "
+                            f"(the first: {errors[0]})")
 
 
 class DatasetSource(DepthSource):

@@ -1,10 +1,12 @@
 """Tracking a stream of depth frames into files: one JSON line per frame, a video with the skeleton, a live
-window; Ctrl-C keeps what was written."""
+window; Ctrl-C or SIGTERM keeps what was written."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import cv2
@@ -14,7 +16,7 @@ from tqdm.auto import tqdm
 from keras_cadstn import fileio
 from keras_cadstn.errors import ConfigError
 from keras_cadstn.tracking.drawing import depth_to_bgr, draw_skeleton
-from keras_cadstn.tracking.tracker import HandTracker
+from keras_cadstn.tracking.tracker import HandTracker, TrackResult
 
 
 class FrameRate:
@@ -28,15 +30,51 @@ class FrameRate:
             self.times[-1] > self.times[0] else 0.0
 
 
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (``docker stop``, systemd, ``timeout``) ask a stream to stop after
+    the frame in hand, so that every output holds the same frames; a second signal stops at once."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested, self._previous = False, {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 def json_line(frame, result) -> str:
-    """One frame's line: index, source file, timestamp, whether the hand was found, joints in mm."""
+    """One frame's line: index, source file, timestamp, whether the hand was found, joints in mm (and
+    the ``error`` of a frame that could not be read)."""
     return json.dumps({"frame": frame.index, "source": frame.name or None, "timestamp": frame.timestamp,
                        "sensor_clock": frame.sensor_clock, "found": bool(result.found), "mode": result.mode,
-                       "joints_mm": None if not result.found else np.round(result.joints_mm, 2).tolist()}) + "\n"
+                       "joints_mm": None if not result.found else np.round(result.joints_mm, 2).tolist(),
+                       **({"error": frame.error} if frame.error else {})}) + "\n"
+
+
+def skip_frame(frame, tracker: HandTracker) -> TrackResult:
+    """A frame that could not be read: warned about on stderr; the tracker starts again after it."""
+    print(f"skipped: {frame.error}", file=sys.stderr)
+    tracker.reset()
+    return TrackResult(False, None, None, "skipped")
 
 
 def drawn_frame(frame, result, camera, dataset: str, fps: float) -> np.ndarray:
-    """The depth in colour with the skeleton, the frame rate and found/lost."""
+    """The depth in colour with the skeleton, the frame rate and found/lost (black for a skipped frame)."""
+    if frame.depth is None:
+        image = np.zeros((camera.height, camera.width, 3), np.uint8)
+        cv2.putText(image, "unreadable frame: skipped", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
+        return image
     image = depth_to_bgr(camera.to_mm(frame.depth))
     if result.found:
         draw_skeleton(image, camera.xyz_to_uvd(result.joints_mm), dataset, (0, 0, 255), 2)
@@ -69,15 +107,21 @@ def check_outputs(jsonl: str | None, video: str | None) -> None:
         raise ConfigError(f"--jsonl and --video are the same file {paths[0]}: give two names")
 
 
+def video_writer(video: str, tmp: str, shape: tuple):
+    """An OpenCV writer of ``shape`` frames at 30 fps into ``tmp`` (``video``'s temporary name)."""
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*("MJPG" if video.lower().endswith(".avi") else "mp4v")),
+                             30.0, (shape[1], shape[0]))
+    if not writer.isOpened():
+        raise ConfigError(f"{video}: OpenCV cannot write this video format (use .mp4 or .avi)")
+    return writer
+
+
 def track_stream(tracker: HandTracker, frames, jsonl: str | None = None, video: str | None = None,
                  show: bool = False, max_frames: int | None = None, progress: bool = True) -> dict:
-    """Track every frame of a source; write ``jsonl`` (one line per frame: frame, timestamp,
-    sensor_clock, found, mode, joints_mm in camera mm or null), ``video`` (depth with the skeleton,
-    fps and found/lost) and/or a live window. Ctrl-C ends the stream; the files written so far are
-    complete (both are written under a temporary name and renamed at the end; an error leaves
-    nothing). ``jsonl`` '-': standard output, line by line. Every line names its source frame
-    (``source``: the file name where the source has one). Returns counts and per-frame latency
-    percentiles."""
+    """Track every frame of a source into ``jsonl`` (a line per frame, ``json_line``; '-': standard
+    output), ``video`` (depth with the skeleton) and/or a live window. Ctrl-C or SIGTERM ends the
+    stream with the files complete and in step; an error leaves none (temporary names, renamed at
+    the end); an unreadable frame is skipped with a warning. Returns counts and latency percentiles."""
     check_outputs(jsonl, video)
     to_stdout = jsonl == STDOUT
     if to_stdout:
@@ -92,37 +136,39 @@ def track_stream(tracker: HandTracker, frames, jsonl: str | None = None, video: 
     tmp_jsonl = fileio.temporary_path(jsonl, ".jsonl") if jsonl else None
     tmp_video = fileio.temporary_path(video, os.path.splitext(video)[1]) if video else None
     out, writer, rate = (open(tmp_jsonl, "w") if jsonl else sys.stdout if to_stdout else None), None, FrameRate()
-    latencies, found, count, interrupted = [], 0, 0, False
+    latencies, found, count, skipped, interrupted = [], 0, 0, 0, False
     bar = tqdm(total=max_frames, unit="frame", disable=not progress, desc="tracking")
+    stop = StopSignals().__enter__()
     try:
         try:
             for frame in frames:
-                if max_frames is not None and count >= max_frames:
+                if stop.requested or (max_frames is not None and count + skipped >= max_frames):
                     break
                 start = time.perf_counter()
-                result = tracker.update(frame.depth)
-                latencies.append(time.perf_counter() - start)
-                count += 1
-                found += bool(result.found)
+                if frame.error:  # reported and skipped; its line and video frame keep its place
+                    result, skipped = skip_frame(frame, tracker), skipped + 1
+                else:
+                    result = tracker.update(frame.depth)
+                    latencies.append(time.perf_counter() - start)
+                    count, found = count + 1, found + bool(result.found)
                 fps = rate.tick(time.perf_counter())
                 bar.update(1)
-                if out is not None:
+                image = drawn_frame(frame, result, camera, dataset, fps) if (video or show) else None
+                if out is not None:  # the line and the video frame together: a stop comes between frames
                     out.write(json_line(frame, result))
-                if video or show:
-                    image = drawn_frame(frame, result, camera, dataset, fps)
+                    if to_stdout:
+                        out.flush()
+                if image is not None:
                     if video:
-                        if writer is None:
-                            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if video.lower().endswith(".avi") else "mp4v"))
-                            writer = cv2.VideoWriter(tmp_video, fourcc, 30.0, (image.shape[1], image.shape[0]))
-                            if not writer.isOpened():
-                                raise ConfigError(f"{video}: OpenCV cannot write this video format (use .mp4 or .avi)")
+                        writer = writer or video_writer(video, tmp_video, image.shape)
                         writer.write(image)
                     if show:
                         cv2.imshow("cadstn track", image)
                         if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                             break
-        except KeyboardInterrupt:  # Ctrl-C: stop reading, keep what was tracked
+        except KeyboardInterrupt:  # a second Ctrl-C: stop reading, keep what was tracked
             interrupted = True
+        interrupted = interrupted or stop.requested
     except BaseException:  # an error: no output at all rather than a part presented as the whole
         if out is not None and not to_stdout:
             out.close()
@@ -133,6 +179,7 @@ def track_stream(tracker: HandTracker, frames, jsonl: str | None = None, video: 
                 fileio.remove(tmp)
         raise
     finally:
+        stop.__exit__()
         bar.close()
     if out is not None and not to_stdout:
         out.close()
@@ -145,5 +192,5 @@ def track_stream(tracker: HandTracker, frames, jsonl: str | None = None, video: 
     if show:
         cv2.destroyAllWindows()
     ms = 1000 * np.asarray(latencies) if latencies else np.zeros(1)
-    return {"frames": count, "found": found, "interrupted": interrupted, "p50_ms": float(np.percentile(ms, 50)),
+    return {"frames": count, "found": found, "skipped": skipped, "interrupted": interrupted, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99))}
