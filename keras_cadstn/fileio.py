@@ -20,9 +20,32 @@ def temporary_path(path: str, suffix: str = "") -> str:
     """``<dir>/.<name>.<pid>.tmp<suffix>``: hidden, unique per process, same file system as ``path``.
 
     ``suffix`` keeps an extension some writers insist on (Keras: ``.keras``, ``.weights.h5``).
+    Temporaries of ``path`` left by killed processes (their pid no longer runs) are removed first.
     """
     folder, name = os.path.split(os.path.abspath(path))
+    remove_stale_temporaries(folder, name)
     return os.path.join(folder, f".{name}.{os.getpid()}.tmp{suffix}")
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str, name: str) -> None:
+    """Remove ``.<name>.<pid>.tmp*`` in ``folder`` whose process is gone (a SIGKILL or a power cut)."""
+    if not os.path.isdir(folder):
+        return
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        pid, sep, _ = entry[len(prefix):].partition(".tmp")
+        if entry.startswith(prefix) and sep and pid.isdigit() and int(pid) != os.getpid() and not pid_running(int(pid)):
+            remove(os.path.join(folder, entry))
 
 
 def remove(path: str) -> None:

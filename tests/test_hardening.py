@@ -347,3 +347,19 @@ def test_facts_live_in_the_repository():
                 hits += [name for word in ("ARCHITECTURE.md", "STACK.md", "the issue") if word in src]
     assert hits == []
     assert os.path.isfile(os.path.join(PACKAGE, "..", "docs", "architecture.md"))
+
+
+def test_temporaries_of_killed_runs_are_removed_by_the_next_write(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid no longer runs
+    stale = tmp_path / f".out.json.{dead.pid}.tmp"
+    stale.mkdir()
+    (stale / "half_written").write_bytes(b"x" * 1000)
+    stale_file = tmp_path / f".out.json.{dead.pid}.tmp.keras"
+    stale_file.write_bytes(b"x")
+    alive = tmp_path / f".out.json.{os.getppid()}.tmp"  # a writer that still runs keeps its temporary
+    alive.write_bytes(b"x")
+    other = tmp_path / f".other.json.{dead.pid}.tmp"  # another target's: not this write's business
+    other.write_bytes(b"x")
+    fileio.write_json(str(tmp_path / "out.json"), {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.json", alive.name, other.name])

@@ -3,6 +3,7 @@ window; Ctrl-C or SIGTERM keeps what was written."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -28,6 +29,8 @@ class FrameRate:
         self.times = (self.times + [now])[-self.window:]
         return (len(self.times) - 1) / (self.times[-1] - self.times[0]) if len(self.times) > 1 and \
             self.times[-1] > self.times[0] else 0.0
+
+logger = logging.getLogger(__name__)
 
 
 class StopSignals:
@@ -64,7 +67,7 @@ def json_line(frame, result) -> str:
 
 def skip_frame(frame, tracker: HandTracker) -> TrackResult:
     """A frame that could not be read: warned about on stderr; the tracker starts again after it."""
-    print(f"skipped: {frame.error}", file=sys.stderr)
+    logger.warning("skipped: %s", frame.error)
     tracker.reset()
     return TrackResult(False, None, None, "skipped")
 
