@@ -2,15 +2,20 @@
 or every artifact into a folder, each verified against Keras."""
 from __future__ import annotations
 
+import logging
 import os
 
+from keras_cadstn import fileio
 from keras_cadstn.config import PARITY_CLIPS
 from keras_cadstn.errors import ConfigError, ParityError
 from keras_cadstn.export.artifacts import MODELS, PRECISIONS
 from keras_cadstn.export.onnx_export import export_onnx
 from keras_cadstn.export.saved_model import export_saved_model
 from keras_cadstn.export.tflite import export_tflite
+from keras_cadstn.fileio import file_sha256
 from keras_cadstn.tracking.runtime import Samples, artifact_name, artifact_path, check_fc_rank, sample_clips
+
+logger = logging.getLogger(__name__)
 
 
 def export_step(bundle, backend: str = "tflite", precision: str = "float32", path: str | None = None,
@@ -20,7 +25,11 @@ def export_step(bundle, backend: str = "tflite", precision: str = "float32", pat
     with low-rank fc layers), or (``which='refine'``) the centre refiner, exported and verified once
     into the cache (``runtime.artifact_path``) or to ``path``; returns its path."""
     fc_rank = check_fc_rank(fc_rank) if which != "refine" else None
+    cached = path is None
     path = path or artifact_path(bundle, backend, precision, which, fc_rank)
+    if cached and os.path.isfile(path) and not cache_entry_intact(path):
+        logger.warning("%s: damaged or not made here (its sha256 differs from the recorded one): exporting again", path)
+        fileio.remove(path)
     if not os.path.isfile(path):
         if backend == "tflite":
             export_tflite(bundle, path, which, precision, samples, calibration, fc_rank)
@@ -29,7 +38,18 @@ def export_step(bundle, backend: str = "tflite", precision: str = "float32", pat
         else:
             raise ConfigError(f"no exported {which} model for backend {backend!r} at {precision!r} "
                               f"(tflite: {PRECISIONS}; onnx: float32)")
+        if cached:
+            fileio.write_text(path + HASH_SUFFIX, file_sha256(path))
     return path
+
+
+HASH_SUFFIX = ".sha256"  # beside each cached export: what it was when it was written and verified
+
+
+def cache_entry_intact(path: str) -> bool:
+    """Whether a cached export is the file that was verified (a truncated or swapped file is not)."""
+    record = path + HASH_SUFFIX
+    return os.path.isfile(record) and open(record).read().strip() == file_sha256(path)
 
 
 def export_for_tracker(bundle, backend: str = "tflite", precision: str = "float32", directory: str | None = None,

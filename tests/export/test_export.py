@@ -21,6 +21,8 @@ from keras_cadstn.export.artifacts import (
 )
 from keras_cadstn.export.onnx_export import export_onnx
 from keras_cadstn.export.saved_model import export_saved_model
+from keras_cadstn.export.tracker import export_step
+from keras_cadstn.fileio import file_sha256
 from keras_cadstn.export.tflite import convert_tflite, export_tflite, float_weights_at_full_resolution
 from keras_cadstn.models.bundle import SPEC_FILE, load_bundle
 from keras_cadstn.tracking.runtime import ONNXRunner, TFLiteRunner, sample_clips
@@ -374,3 +376,17 @@ def test_export_cli_calibrates_int8_on_its_own_records(tiny_bundle, synth_record
     assert cli.main(args + ["--out", str(tmp_path / "refused")]) == 1
     assert "REFUSED tflite spatial int8" in capsys.readouterr().out
     assert os.listdir(tmp_path / "refused") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "swap"])
+def test_a_damaged_export_in_the_cache_is_made_again(tiny_bundle, samples, tmp_path, monkeypatch, damage, caplog):
+    monkeypatch.setenv("KERAS_CADSTN_CACHE", str(tmp_path / "cache"))
+    path = export_step(tiny_bundle, "tflite", "float32", samples=samples)
+    good = open(path, "rb").read()
+    other = export_step(tiny_bundle, "tflite", "float16", samples=samples)
+    open(path, "wb").write(good[: len(good) // 2] if damage == "truncate" else open(other, "rb").read())
+    again = export_step(tiny_bundle, "tflite", "float32", samples=samples)
+    assert again == path and "exporting again" in caplog.text
+    assert file_sha256(path) == open(path + ".sha256").read().strip()
+    assert TFLiteRunner(path) is not None  # the re-made file loads
