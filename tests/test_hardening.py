@@ -278,6 +278,17 @@ def test_tampered_bundles_fail_when_loaded(tiny_bundle, tmp_path):
         load_bundle(_tampered_bundle(tiny_bundle, tmp_path / "c", lambda m: m["dataset"]["camera"].pop("fx")))
     with pytest.raises(DataError, match="fx, fy and depth_unit_mm must be > 0"):
         load_bundle(_tampered_bundle(tiny_bundle, tmp_path / "d", lambda m: m["dataset"]["camera"].update(fx=0)))
+    # edits that every field check accepts: another cube (joints metres off), another joint order,
+    # another LSTM width; the record of what the networks were trained with refuses them
+    for name, edit in (("f", lambda m: m["dataset"].update(cube=[30.0, 30.0, 30.0])),
+                       ("g", lambda m: m["dataset"].update(joint_names=m["dataset"]["joint_names"][::-1])),
+                       ("h", lambda m: m["network"].update(lstm_units=m["network"]["lstm_units"] * 2))):
+        with pytest.raises(DataError, match="differ from what the networks were trained with"):
+            load_bundle(_tampered_bundle(tiny_bundle, tmp_path / name, edit))
+    # without the record (a bundle written before it), the model itself still refuses another LSTM width
+    with pytest.raises(DataError, match=r"LSTM has \[16\] units, the bundle's JSON says lstm_units=32"):
+        load_bundle(_tampered_bundle(tiny_bundle, tmp_path / "i", lambda m: (
+            m.pop("preprocessing_sha256"), m["network"].update(lstm_units=32))))
     corrupt = tmp_path / "e"
     shutil.copytree(tiny_bundle.path, corrupt)
     with open(corrupt / "cadstn.keras", "r+b") as f:

@@ -1,6 +1,7 @@
 """The CADSTN networks as Keras 3 functional models (keras.layers / keras.ops only)."""
 from keras_cadstn.models.baseline import build_baseline_network, build_sliced3d_network
-from keras_cadstn.models.fusion import build_cadstn, build_fusion_network, build_gate_network, build_prediction_gate, gate_weights_model, get_submodel
+from keras_cadstn.models.fusion import (build_cadstn, build_fusion_network, build_gate_network, build_prediction_gate,
+                                        copy_matching_weights, gate_weights_model, get_submodel)
 from keras_cadstn.models.layers import FrozenSubmodel, GatedFusion, SliceVolume, mean_joint_distance
 
 # imported here so that its layer is registered before any bundle's low-rank step is loaded
@@ -13,5 +14,5 @@ __all__ = ["build_baseline_network", "build_sliced3d_network", "build_spatial_ne
            "spatial_inference_model", "fold_sliced_convolutions", "build_temporal_network", "build_temporal_stream",
            "uses_centre_motion", "init_encoder_from_baseline", "build_fusion_network", "build_gate_network",
            "build_prediction_gate", "gate_weights_model", "build_cadstn",
-           "get_submodel", "build_centre_refiner", "build_hand_detector",
+           "get_submodel", "copy_matching_weights", "build_centre_refiner", "build_hand_detector",
            "FrozenSubmodel", "GatedFusion", "LowRankDense", "SliceVolume", "mean_joint_distance", "LOSS_WEIGHTS"]

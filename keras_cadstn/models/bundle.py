@@ -15,6 +15,7 @@ defaults: a different camera is ``bundle.with_camera(Camera(...))``, not a code 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import warnings
@@ -29,7 +30,7 @@ from keras_cadstn.data.frames import DatasetSpec
 from keras_cadstn.errors import CadstnError, ConfigError, DataError
 from keras_cadstn.fileio import file_sha256, read_json
 from keras_cadstn.models import build_temporal_stream, get_submodel, uses_centre_motion
-from keras_cadstn.models.fusion import gate_input_of
+from keras_cadstn.models.fusion import gate_input_of, leaf_layers
 from keras_cadstn.models.low_rank import low_rank_model
 from keras_cadstn.models.streaming import build_streaming_cadstn
 
@@ -130,13 +131,14 @@ class Bundle:
         return model
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "dataset": self.spec.to_dict(),
+        meta = {"format": FORMAT, "version": VERSION, "dataset": self.spec.to_dict(),
                 "image_size": self.config.image_size, "seq_len": self.config.seq_len,
                 "network": self.config.to_dict(), "model": MODEL_FILE,
                 **({"refiner": {"model": REFINER_FILE, "config": self.refiner_config.to_dict()}}
                    if self.refiner is not None else {}),
                 "normalisation": {"crop": "(d - centre_z) / (cube_z / 2), no reading or outside cube -> +1",
                                   "joints": "(xyz - centre_xyz) / (cube / 2)"}}
+        return {**meta, RECORD_KEY: preprocessing_digest(meta)}
 
 
 def load_keras_model(path: str, compile: bool = True):
@@ -163,6 +165,17 @@ def network_options_mismatch(model, config: CADSTNConfig, source: str) -> str | 
     gate = gate_input_of(model)
     if gate != config.gate_input:
         return f"the model's gate reads the {gate}, {source} says gate_input={config.gate_input!r}"
+    return None
+
+
+def layer_sizes_mismatch(model, config: CADSTNConfig) -> str | None:
+    """Where the model's joints or LSTM width disagree with the bundle's network settings."""
+    outputs = model.outputs[0].shape[-1]
+    if outputs != config.num_outputs:
+        return f"the model predicts {outputs // 3} joints, the bundle's JSON says {config.num_joints}"
+    units = {layer.units for layer in leaf_layers(model) if isinstance(layer, keras.layers.LSTM)}
+    if units and units != {config.lstm_units}:
+        return f"the model's LSTM has {sorted(units)} units, the bundle's JSON says lstm_units={config.lstm_units}"
     return None
 
 
@@ -226,6 +239,14 @@ def add_low_rank_step(bundle: Bundle, rank: int, crops, source: str) -> str:
 
 
 REQUIRED_KEYS = ("format", "version", "dataset", "image_size", "seq_len", "network", "model")
+# the pre-processing and network settings the networks were trained with, hashed when the bundle is
+# written: a hand-edited cube, crop size, joint list or layer size no longer matches it
+RECORDED = ("dataset", "image_size", "seq_len", "network")
+RECORD_KEY = "preprocessing_sha256"
+
+
+def preprocessing_digest(meta: dict) -> str:
+    return hashlib.sha256(json.dumps({k: meta[k] for k in RECORDED}, sort_keys=True).encode()).hexdigest()
 
 
 def read_bundle_json(path: str) -> tuple:
@@ -252,6 +273,9 @@ def read_bundle_json(path: str) -> tuple:
     if (config.image_size, config.seq_len) != (meta["image_size"], meta["seq_len"]):
         raise DataError(f"{spec_path}: image_size/seq_len {meta['image_size']}/{meta['seq_len']} differ from the "
                         f"network's {config.image_size}/{config.seq_len}")
+    if RECORD_KEY in meta and meta[RECORD_KEY] != preprocessing_digest(meta):  # the edits no check above sees
+        raise DataError(f"{spec_path}: its {', '.join(RECORDED)} differ from what the networks were trained with "
+                        f"(edited after training: {RECORD_KEY} no longer matches); restore the bundle's JSON")
     return meta, spec, config
 
 
@@ -268,7 +292,7 @@ def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
     if tuple(model.inputs[0].shape) != expected:
         raise DataError(f"{model_path}: model input {tuple(model.inputs[0].shape)} does not match the "
                         f"bundle's {expected}")
-    mismatch = network_options_mismatch(model, config, "the bundle's JSON")
+    mismatch = network_options_mismatch(model, config, "the bundle's JSON") or layer_sizes_mismatch(model, config)
     if mismatch:
         raise DataError(f"{model_path}: {mismatch}")
     return bundle.with_camera(camera) if camera is not None else bundle

@@ -109,3 +109,26 @@ def get_submodel(cadstn: keras.Model, name: str) -> keras.Model:
         raise ValueError(f"unknown sub-model {name!r}; expected one of {sorted(where)}")
     layer = cadstn.get_layer(where[name])
     return layer if name == "gate_network" and isinstance(layer, keras.Model) else layer.layer  # prediction gate: itself
+
+
+def leaf_layers(model: keras.Model):
+    """The layers of ``model`` with nested models (also inside a TimeDistributed) walked into."""
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)
+        if isinstance(layer, keras.Model) or isinstance(inner, keras.Model):
+            yield from leaf_layers(layer if isinstance(layer, keras.Model) else inner)
+        elif layer.weights:
+            yield layer
+
+
+def copy_matching_weights(model: keras.Model, source: keras.Model) -> int:
+    """Set each layer of ``model`` from the layer of the same name in ``source`` whose weights have the
+    same shapes (fine-tuning from a trained network); returns how many layers were set."""
+    found = {layer.name: layer for layer in leaf_layers(source)}
+    copied = 0
+    for layer in leaf_layers(model):
+        other = found.get(layer.name)
+        if other is not None and [w.shape for w in layer.weights] == [w.shape for w in other.weights]:
+            layer.set_weights(other.get_weights())
+            copied += 1
+    return copied

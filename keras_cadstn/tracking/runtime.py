@@ -208,6 +208,9 @@ def sample_clips(bundle, num_clips: int = 2, records: str | None = None, seed: i
     t, m = bundle.seq_len, bundle.image_size
     if records:
         crops, meta = read_test_split(records)
+        if crops.shape[1:3] != (m, m):
+            raise DataError(f"{records}: records of {crops.shape[1]}x{crops.shape[2]} crops, the bundle's networks read "
+                            f"{m}x{m}: convert the data with --image-size {m}")
         n = (len(crops) // t) * t
         if n < t:
             raise DataError(f"{records}: {len(crops)} records, fewer than one clip of T={t}")

@@ -390,3 +390,17 @@ def test_a_damaged_export_in_the_cache_is_made_again(tiny_bundle, samples, tmp_p
     assert again == path and "exporting again" in caplog.text
     assert file_sha256(path) == open(path + ".sha256").read().strip()
     assert TFLiteRunner(path) is not None  # the re-made file loads
+
+
+def test_records_of_another_crop_size_are_refused_in_one_line(synth_records, tmp_path, capsys):
+    from conftest import make_tiny_bundle
+
+    from keras_cadstn import cli
+    bundle = make_tiny_bundle(tmp_path, image_size=64)  # the records are 32x32
+    train = os.path.join(synth_records, "train", "*.tfrecord")
+    for argv in (["compress", "--bundle", bundle.path, "--fc-rank", "4", "--records", train],
+                 ["export", "--bundle", bundle.path, "--out", str(tmp_path / "x"), "--records", train]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "records of 32x32 crops, the bundle's networks read 64x64" in err[0], err
+    assert not (tmp_path / "x").exists()
