@@ -121,7 +121,7 @@ def cmd_track(args):
                                                                                                 args.detector))
     if localiser.detector_path is not None:
         load_detector(localiser.detector_path)  # a missing or broken detector fails fast too
-    with open_source(args.source, parse_camera(args.camera) if args.camera else None) as source:
+    with open_source(args.source, parse_camera(args.camera) if args.camera is not None else None) as source:
         bundle = bundle.with_camera(source.camera)
         tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, localiser=localiser,
                               refine={"auto": None, "on": True, "off": False}[args.refiner],

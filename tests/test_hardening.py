@@ -289,11 +289,17 @@ def test_tampered_bundles_fail_when_loaded(tiny_bundle, tmp_path):
     with pytest.raises(DataError, match=r"LSTM has \[16\] units, the bundle's JSON says lstm_units=32"):
         load_bundle(_tampered_bundle(tiny_bundle, tmp_path / "i", lambda m: (
             m.pop("preprocessing_sha256"), m["network"].update(lstm_units=32))))
+    swapped = tmp_path / "j"  # another valid refiner in place of the bundle's
+    shutil.copytree(tiny_bundle.path, swapped)
+    from keras_cadstn.models import build_centre_refiner
+    build_centre_refiner(tiny_bundle.refiner_config).save(swapped / "refiner.keras")
+    with pytest.raises(DataError, match="refiner.keras: damaged or replaced since the bundle was written"):
+        load_bundle(str(swapped))
     corrupt = tmp_path / "e"
     shutil.copytree(tiny_bundle.path, corrupt)
     with open(corrupt / "cadstn.keras", "r+b") as f:
         f.truncate(1000)
-    with pytest.raises(DataError, match="cadstn.keras: not a readable Keras model file"):
+    with pytest.raises(DataError, match="cadstn.keras: damaged or replaced since the bundle was written"):
         load_bundle(str(corrupt))
 
 

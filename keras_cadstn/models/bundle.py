@@ -203,9 +203,25 @@ def save_bundle(path: str, model, spec: DatasetSpec, config: CADSTNConfig, refin
         model.save(os.path.join(tmp, MODEL_FILE))
         if refiner is not None:
             refiner.save(os.path.join(tmp, REFINER_FILE))
-        with open(os.path.join(tmp, SPEC_FILE), "w") as f:
-            json.dump(Bundle(path, model, spec, config, refiner, refiner_config).to_json(), f, indent=1)
+        meta = Bundle(path, model, spec, config, refiner, refiner_config).to_json()
+        write_bundle_json(tmp, meta)
     return path
+
+
+def write_bundle_json(folder: str, meta: dict) -> None:
+    """bundle.json with the sha256 of each network file it names (a replaced or damaged file is
+    refused when the bundle loads)."""
+    files = [meta["model"]] + ([meta["refiner"]["model"]] if "refiner" in meta else [])
+    meta = {**meta, FILES_KEY: {f: file_sha256(os.path.join(folder, f)) for f in files}}
+    fileio.write_json(os.path.join(folder, SPEC_FILE), meta)
+
+
+def check_files(path: str, meta: dict) -> None:
+    for name, digest in (meta.get(FILES_KEY) or {}).items():
+        file = os.path.join(path, name)
+        if os.path.isfile(file) and file_sha256(file) != digest:
+            raise DataError(f"{file}: damaged or replaced since the bundle was written (its sha256 differs from "
+                            f"{SPEC_FILE}'s); restore it or write the bundle again")
 
 
 def low_rank_file(rank: int) -> str:
@@ -243,6 +259,7 @@ REQUIRED_KEYS = ("format", "version", "dataset", "image_size", "seq_len", "netwo
 # written: a hand-edited cube, crop size, joint list or layer size no longer matches it
 RECORDED = ("dataset", "image_size", "seq_len", "network")
 RECORD_KEY = "preprocessing_sha256"
+FILES_KEY = "sha256"
 
 
 def preprocessing_digest(meta: dict) -> str:
@@ -285,6 +302,7 @@ def load_bundle(path: str, camera: Camera | None = None) -> Bundle:
     model_path = os.path.join(path, meta["model"])
     if not os.path.isfile(model_path):
         raise DataError(f"{path}: bundle model file {meta['model']} is missing")
+    check_files(path, meta)
     model = load_keras_model(model_path, compile=False)
     refiner, refiner_config = load_refiner(path, meta)
     bundle = Bundle(os.path.abspath(path), model, spec, config, refiner, refiner_config)

@@ -303,6 +303,9 @@ def open_source(spec: str, camera: Camera | None = None) -> DepthSource:
     """``realsense[:SERIAL]``, ``bag:FILE``, ``openni``, ``pngs:DIR``, ``nyu:ROOT`` or ``icvl:ROOT``.
     ``camera`` overrides a PNG folder's camera.json (other sources know their camera)."""
     kind, _, arg = spec.partition(":")
+    if camera is not None and kind != "pngs":
+        raise ConfigError(f"--camera applies to pngs: folders only; {kind} sources take the camera from the "
+                          f"{'dataset' if kind in ('nyu', 'icvl') else 'device or recording'}")
     if kind == "realsense":
         return RealSenseSource(serial=arg or None)
     if kind == "bag" and arg:

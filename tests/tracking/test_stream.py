@@ -154,3 +154,17 @@ def test_random_folders_give_a_line_per_file_in_order_each_a_frame_or_a_refusal(
         assert bad or len(line["joints_mm"] or [0] * 14) == 14
     warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped: ")]
     assert len(warned) == sum(k != "valid" for k in kinds.values())
+
+
+@pytest.mark.parametrize("source, camera, message", [
+    ("nyu:/no/root", "588,587,320,240,640,480", "--camera applies to pngs: folders only; nyu sources take"),
+    ("bag:/no/file.bag", "588,587,320,240,640,480", "--camera applies to pngs: folders only; bag sources take"),
+    ("realsense", "588,587,320,240,640,480", "--camera applies to pngs: folders only; realsense sources take"),
+    (f"pngs:{REAL}", "", "camera must be finite numbers"),
+])
+def test_a_camera_that_would_be_ignored_is_refused(tiny_bundle, tmp_path, capsys, source, camera, message):
+    out = tmp_path / "o.jsonl"
+    assert main(["track", "--bundle", tiny_bundle.path, "--source", source, "--camera", camera,
+                 "--jsonl", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not out.exists()
