@@ -21,10 +21,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import keras
@@ -144,16 +147,65 @@ def make_train_step(model, strategy):
     return train_step
 
 
-def agree_on_step(strategy, done: int) -> None:
-    """Every worker must resume from the same step (the same backup): check it across workers."""
+def settings_fingerprint(*settings) -> int:
+    """A small integer (exact in float64 sums of squares) that differs when the settings differ."""
+    return int(hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:5], 16)
+
+
+def agree_on_step(strategy, done: int, settings: tuple = ()) -> None:
+    """Every worker must resume from the same step (the same backup) and train with the same settings
+    (``settings``: steps, batch size, the network's size...): checked across workers before the first step."""
+    values = [float(done), float(settings_fingerprint(*settings))]
+
     @tf.function
-    def sums():  # all equal exactly when (sum x)^2 == n * sum x^2
-        step = tf.constant(done, tf.float64)
-        return strategy.reduce("SUM", strategy.run(lambda: tf.stack([step, step * step])), axis=None)
-    total, squares = (float(v) for v in sums().numpy())
-    if total * total != strategy.num_replicas_in_sync * squares:
+    def sums():  # all equal exactly when (sum x)^2 == n * sum x^2, element by element
+        x = tf.constant(values, tf.float64)
+        return strategy.reduce("SUM", strategy.run(lambda: tf.concat([x, x * x], 0)), axis=None)
+    out = [float(v) for v in sums().numpy()]
+    agree = [out[i] * out[i] == strategy.num_replicas_in_sync * out[i + 2] for i in range(2)]
+    if not agree[1]:
+        raise ConfigError(f"the workers were started with different settings (this one: {settings}): every worker must "
+                          f"run the same command (steps, batch size, stages, network)")
+    if not agree[0]:
         raise ConfigError(f"the workers resume from different steps (this one from {done}): the run folder must be "
                           f"storage that every worker reads (the chief's backups are the only ones kept)")
+
+
+WORKER_TIMEOUT_ENV = "KERAS_CADSTN_WORKER_TIMEOUT"  # seconds to wait for every worker of TF_CONFIG (default 300)
+
+
+# a separate process: TensorFlow's wait for the cluster holds the interpreter (no thread runs, SIGTERM
+# is not handled), so only another process can end it
+WATCHDOG = """
+import os, select, signal, sys
+pid, seconds, text = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    os.write(2, text.encode() + b"\\n")
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+def with_deadline(make, seconds: float, what: str):
+    """``make()``, or after ``seconds`` ``cadstn: error: <what>`` on stderr and the process killed
+    (exit status 137): TensorFlow waits forever for a worker of the cluster that never starts."""
+    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds),
+                                 f"cadstn: error: {what}"], stdin=subprocess.PIPE)
+    try:
+        return make()
+    finally:
+        watchdog.stdin.close()  # done in time: the watchdog wakes and leaves
+        watchdog.wait()
+
+
+def worker_timeout() -> float:
+    text = os.environ.get(WORKER_TIMEOUT_ENV, "300")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{WORKER_TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return seconds
 
 
 def validation_loss(model, val_ds) -> float:
@@ -175,7 +227,10 @@ def fit_distributed(model, make_input, batch_size: int, stage_dir: str, steps: i
     backup = os.path.join(stage_dir, BACKUP)
     done = restore_backup(model, backup)
     check_resume_step(done, steps, stage_dir)
-    agree_on_step(strategy, done)
+    seconds = worker_timeout()
+    with_deadline(lambda: agree_on_step(strategy, done, (os.path.basename(stage_dir), steps, batch_size,
+                                                         checkpoint_every, model.count_params())), seconds,
+                  f"{stage_dir}: a worker did not answer within {seconds:g} s; {WORKER_TIMEOUT_ENV} sets the wait")
     period = min(checkpoint_every, steps)
     train_step = make_train_step(model, strategy)
     iterator = iter(distribute_input(strategy, make_input, batch_size))

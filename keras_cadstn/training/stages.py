@@ -21,7 +21,8 @@ from keras_cadstn.data.pipeline import BAD_RECORD, make_dataset
 from keras_cadstn.errors import ConfigError, DataError, TrainingError
 from keras_cadstn.models.bundle import load_keras_model
 from keras_cadstn.training.checkpoint import BACKUP, StepBackup, check_resume_step, restore_backup
-from keras_cadstn.training.distributed import WorkerRole, cluster_resolver, fit_distributed, worker_role, written_by
+from keras_cadstn.training.distributed import (WORKER_TIMEOUT_ENV, WorkerRole, cluster_resolver, fit_distributed,
+                                               with_deadline, worker_role, worker_timeout, written_by)
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,10 @@ def get_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
+        resolver, seconds = cluster_resolver(), worker_timeout()
+        return with_deadline(lambda: tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver), seconds,
+                             f"the workers of the cluster did not all answer within {seconds:g} s (is every worker "
+                             f"started, and can each reach the others?); {WORKER_TIMEOUT_ENV} sets the wait")
     raise ConfigError(f"strategy must be one of {STRATEGIES}; got {name!r}")
 
 

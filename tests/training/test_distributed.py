@@ -245,3 +245,38 @@ def test_malformed_tf_config_is_refused_in_one_line(monkeypatch, text, message):
     with pytest.raises(ConfigError, match=message):
         cluster_resolver()
     assert check_tf_config('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')["task"]["index"] == 1
+
+
+@pytest.mark.slow
+def test_workers_started_with_different_steps_refuse_before_training(synth_records, tmp_path):
+    ports = free_ports(2)
+    logs = [open(tmp_path / f"steps{i}.log", "w") for i in range(2)]
+    procs = [start(synth_records, tmp_path / "run", i, ports, steps, 2, logs[i]) for i, steps in enumerate((8, 6))]
+    for p in procs:
+        p.wait(timeout=TIMEOUT)
+    texts = [open(f.name).read() for f in logs]
+    for p, text in zip(procs, texts):
+        assert p.returncode != 0 and "started with different settings" in text, text[-2000:]
+    assert not (tmp_path / "run" / "baseline" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_whose_peer_never_starts_fails_within_the_timeout(synth_records, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_CADSTN_WORKER_TIMEOUT", "10")
+    with open(tmp_path / "alone.log", "w") as log:
+        begun = time.time()
+        p = start(synth_records, tmp_path / "run", 0, free_ports(2), 4, 2, log)
+        p.wait(timeout=TIMEOUT)
+    text = open(log.name).read()
+    assert p.returncode == -9 and time.time() - begun < 120, text[-2000:]  # killed: TensorFlow holds the interpreter
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert errors == ["cadstn: error: the workers of the cluster did not all answer within 10 s (is every worker "
+                      "started, and can each reach the others?); KERAS_CADSTN_WORKER_TIMEOUT sets the wait"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_a_bad_worker_timeout_is_refused(monkeypatch, value):
+    from keras_cadstn.training.distributed import worker_timeout
+    monkeypatch.setenv("KERAS_CADSTN_WORKER_TIMEOUT", value)
+    with pytest.raises(ConfigError, match="KERAS_CADSTN_WORKER_TIMEOUT must be a number of seconds > 0"):
+        worker_timeout()
