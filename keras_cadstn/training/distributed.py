@@ -147,7 +147,7 @@ def make_train_step(model, strategy):
     return train_step
 
 
-def settings_fingerprint(*settings) -> int:
+def settings_digest(*settings) -> int:
     """A small integer (exact in float64 sums of squares) that differs when the settings differ."""
     return int(hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:5], 16)
 
@@ -155,7 +155,7 @@ def settings_fingerprint(*settings) -> int:
 def agree_on_step(strategy, done: int, settings: tuple = ()) -> None:
     """Every worker must resume from the same step (the same backup) and train with the same settings
     (``settings``: steps, batch size, the network's size...): checked across workers before the first step."""
-    values = [float(done), float(settings_fingerprint(*settings))]
+    values = [float(done), float(settings_digest(*settings))]
 
     @tf.function
     def sums():  # all equal exactly when (sum x)^2 == n * sum x^2, element by element

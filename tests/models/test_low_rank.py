@@ -174,12 +174,17 @@ def test_low_rank_step_loads_in_a_fresh_process(low_rank_bundle):
 
 
 def make_other_model_file(folder):
-    """Overwrite a bundle's cadstn.keras with the same network, other weights."""
-    from keras_cadstn.models.bundle import MODEL_FILE, load_keras_model
+    """Overwrite a bundle's cadstn.keras with the same network, other weights, and record the new
+    file's hash (a bundle written again with another model, its old low-rank step left in place)."""
+    from keras_cadstn.fileio import read_json
+    from keras_cadstn.models.bundle import FILES_KEY, MODEL_FILE, SPEC_FILE, load_keras_model, write_bundle_json
     path = os.path.join(folder, MODEL_FILE)
     model = load_keras_model(path, compile=False)
     model.set_weights([w * 1.01 for w in model.get_weights()])
     model.save(path)
+    meta = read_json(os.path.join(folder, SPEC_FILE))
+    meta.pop(FILES_KEY)
+    write_bundle_json(folder, meta)
     return path
 
 
