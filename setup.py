@@ -10,7 +10,8 @@ setup(
     packages=find_packages(include=["keras_cadstn", "keras_cadstn.*"]),
     # the trained hand detector (tools/train_detector.py makes it); the synthetic generator's hand mesh
     # (tools/convert_webxr_hand.py makes it) with its licence
-    package_data={"keras_cadstn": ["assets/hand_detector.keras", "assets/hand_detector.json", "assets/hands/*"]},
+    package_data={"keras_cadstn": ["assets/hand_detector.keras", "assets/hand_detector.json", "assets/hands/*",
+                                   "assets/presets/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         # TF 2.21 brings Keras 3; tensorflow-addons is NOT used (end of life, breaks with TF >= 2.16).

@@ -6,7 +6,7 @@ the palm's depth, label-free (detector and centre refiner, as deployed) and from
 palm. With ``--workdir`` the same tracker's error on that demo workdir's synthetic test split is
 printed beside it, so that no real-frame gain is paid for silently on synthetic data.
 
-Run: python benchmarks/bench_real.py --bundle ~/.cache/keras_cadstn/demo/bundle [--frames DIR]
+Run: python benchmarks/bench_real.py --bundle ~/.cache/keras_cadstn/demo/bundle | --preset NAME [--frames DIR]
      [--workdir ~/.cache/keras_cadstn/demo] [--out DIR]
 """
 import os
@@ -22,6 +22,7 @@ from keras_cadstn.data.metrics import per_frame_error  # noqa: E402
 from keras_cadstn.data.real_frames import JOINTS, read_annotated_frames  # noqa: E402
 from keras_cadstn.data.splits import load_split  # noqa: E402
 from keras_cadstn.models.bundle import load_bundle  # noqa: E402
+from keras_cadstn.presets import load_preset  # noqa: E402
 from keras_cadstn.tracking.evaluate import FOUND_MM, real_frame_errors, summarise_real_frames, track_split  # noqa: E402
 from keras_cadstn.tracking.tracker import HandTracker  # noqa: E402
 
@@ -40,10 +41,10 @@ def real_table(bundle, frames, refine=None) -> tuple:
 
 
 def main(args):
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle) if args.bundle else load_preset(args.preset)
     frames = read_annotated_frames(args.frames)
     rows, summaries = real_table(bundle, frames, refine=True if args.refiner else None)
-    print(f"Real frames of {args.frames} ({len(frames)}), bundle {args.bundle}"
+    print(f"Real frames of {args.frames} ({len(frames)}), {'bundle ' + args.bundle if args.bundle else 'preset ' + args.preset}"
           f"{' with its centre refiner' if args.refiner else ''}; mm at the palm's depth:\n")
     print(common.table(["frame", "centre", f"found (≤ {FOUND_MM:.0f} mm)", "centre to palm"] + list(JOINTS), rows))
     print()
@@ -65,7 +66,9 @@ def main(args):
 
 if __name__ == "__main__":
     p = common.parser(__doc__)
-    p.add_argument("--bundle", required=True, help="a tracker bundle (cadstn demo writes DIR/bundle)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bundle", help="a tracker bundle (cadstn demo writes DIR/bundle)")
+    which.add_argument("--preset", help="a shipped preset (cadstn presets), e.g. cadstn_synthetic_64")
     p.add_argument("--frames", default=REAL_FRAMES, help="an annotated folder (camera.json, palms.tsv, joints.tsv)")
     p.add_argument("--workdir", help="a cadstn demo workdir: also its synthetic test split's label-free error")
     p.add_argument("--refiner", action="store_true", help="the tracker with the bundle's centre refiner, whether or "

@@ -36,6 +36,7 @@ _API = {
     "keras_cadstn.training.evaluate": ("predict_split",),
     "keras_cadstn.export.saved_model": ("export_saved_model",),
     "keras_cadstn.export.tracker": ("export_all", "export_step", "export_for_tracker",),
+    "keras_cadstn.presets": ("load_preset", "list_presets", "preset_path",),
     "keras_cadstn.demo": ("run_demo",),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # the same names, for editors and type checkers
         build_spatial_network, build_temporal_network, build_temporal_stream, get_submodel,
         spatial_inference_model)
     from keras_cadstn.models.bundle import Bundle, load_bundle, save_bundle
+    from keras_cadstn.presets import list_presets, load_preset, preset_path
     from keras_cadstn.tracking.evaluate import track_split
     from keras_cadstn.tracking.localiser import HandLocaliser
     from keras_cadstn.tracking.stream import track_stream
@@ -69,6 +71,8 @@ if TYPE_CHECKING:  # the same names, for editors and type checkers
 
 
 def __getattr__(name):
+    if name == "presets":  # the module itself: keras_cadstn.presets.list_presets(), .DEFAULT
+        return importlib.import_module("keras_cadstn.presets")
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
@@ -80,4 +84,4 @@ def __dir__():
     return __all__
 
 
-__all__ = sorted(_WHERE) + ["__version__"]
+__all__ = sorted(_WHERE) + ["presets", "__version__"]

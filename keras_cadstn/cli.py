@@ -29,6 +29,7 @@ from keras_cadstn.config import (
     STRATEGIES,
     SYNTH_SPLITS,
     TEMPORAL_INITS,
+    DEFAULT_PRESET,
     CADSTNConfig,
     DemoConfig,
     SynthConfig,
@@ -146,7 +147,10 @@ def _train(t):
     t.add_argument("--records", required=True, help="folder written by `cadstn convert` (holds train/, "
                                                      "optionally val/); crop size and joints come from its manifest")
     t.add_argument("--run-dir", required=True)
-    t.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    t.add_argument("--stages", nargs="+", choices=STAGES,
+                   help="default: all; with --from-preset spatial, temporal and fusion")
+    t.add_argument("--from-preset", metavar="NAME", help="fine-tune a preset (`cadstn presets`) on these records: "
+                                                         "every stage starts from its network")
     t.add_argument("--steps", type=positive_int, help="steps per stage (default: the paper's 60k/40k)")
     t.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
     t.add_argument("--lr", type=positive_float, default=d["learning_rate"])
@@ -210,7 +214,10 @@ def _compress(c):
 
 
 def _track(t):
-    t.add_argument("--bundle", required=True, help="bundle folder (written by `cadstn demo` or save_bundle)")
+    which = t.add_mutually_exclusive_group()
+    which.add_argument("--bundle", help="bundle folder (written by `cadstn demo` or save_bundle)")
+    which.add_argument("--preset", default=DEFAULT_PRESET, help=f"a shipped preset (`cadstn presets`; default "
+                                                                f"{DEFAULT_PRESET}), used where no --bundle is given")
     t.add_argument("--source", required=True, help=" | ".join(SOURCE_KINDS))
     t.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0])
     t.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help="TFLite: the step model's precision")
@@ -225,8 +232,13 @@ def _track(t):
     t.add_argument("--refiner", choices=("auto", "on", "off"), default="auto",
                    help="the bundle's centre refiner: auto (on where the bundle says it helps on real frames), on, off")
     t.add_argument("--detector", default="learned",
-                   help="how the hand is found where there is no previous frame: 'learned' (default: the shipped "
-                        "hand detector), 'geometric' (no network), or a trained detector's .keras path")
+                   help="how the hand is found where there is no previous frame: 'learned' (default: the "
+                        "bundle's own hand detector, else the package's), 'geometric' (no network), or a trained "
+                        "detector's .keras path")
+
+
+def _presets(p):
+    p.add_argument("--card", metavar="NAME", help="print this preset's model card")
 
 
 # name -> (help, add flags, the function of keras_cadstn.commands that runs it)
@@ -240,6 +252,8 @@ COMMANDS = {
                  _compress, "cmd_compress"),
     "track": ("track a hand live from a depth camera, a recording or a folder of frames", _track, "cmd_track"),
     "demo": ("the whole path: synthetic data by default (no download needed)", add_demo_arguments, "cmd_demo"),
+    "presets": ("list the pretrained presets shipped with the package, or print one's model card", _presets,
+                "cmd_presets"),
 }
 
 

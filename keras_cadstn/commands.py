@@ -19,7 +19,8 @@ from keras_cadstn.export.artifacts import keras_artifact_model
 from keras_cadstn.export.tracker import export_all, export_for_tracker
 from keras_cadstn.models.bundle import add_low_rank_step, load_bundle
 from keras_cadstn.models.low_rank import weight_count
-from keras_cadstn.tracking.detector import DETECTOR_PATH, load_detector
+from keras_cadstn.presets import card_figures, card_text, list_presets, load_preset, preset_size_mb
+from keras_cadstn.tracking.detector import detector_for, load_detector
 from keras_cadstn.tracking.localiser import HandLocaliser
 from keras_cadstn.tracking.runtime import sample_clips
 from keras_cadstn.tracking.sources import open_source, parse_camera
@@ -46,9 +47,13 @@ def cmd_convert(args):
               f"{len(m['skipped'])} frames skipped (no hand) -> {out}")
 
 
+FINE_TUNED = ("spatial", "temporal", "fusion")  # what a fine-tuned tracker runs (the others are ablations)
+
+
 def cmd_train(args):
     # image size and joint count are facts of the records, not flags that could disagree with them
     manifest = read_manifest(os.path.join(args.records, "train"), require_complete=True)
+    start = load_preset(args.from_preset) if args.from_preset else None
     defaults = TrainConfig()
     steps = {s: args.steps or defaults.steps[s] for s in STAGES}
     tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
@@ -58,12 +63,21 @@ def cmd_train(args):
                        deterministic=args.deterministic, fusion_loss=args.fusion_loss)
     mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
                         seq_len=args.seq_len, centre_motion=args.centre_motion, gate_input=args.gate_input)
+    if start is not None:  # the preset's network; the records must be of its crop size and joints
+        records = (mcfg.num_joints, mcfg.image_size)
+        if records != (start.config.num_joints, start.image_size):
+            raise ConfigError(f"{args.records}: records of {records[0]} joints at {records[1]}x{records[1]}, preset "
+                              f"{args.from_preset} predicts {start.config.num_joints} at {start.image_size}x"
+                              f"{start.image_size}: convert the data with --image-size {start.image_size}")
+        mcfg = start.config
     has_val = os.path.isdir(os.path.join(args.records, "val"))
     gate_data = args.fusion_data or ("val" if has_val else "train")
     if gate_data == "val" and not has_val:
         raise ConfigError(f"--fusion-data val: {args.records} has no val/ split (convert one with `cadstn convert`)")
-    train_cadstn(os.path.join(args.records, "train", "*.tfrecord"), args.run_dir, mcfg, tcfg, stages=args.stages,
-                 fusion_pattern=os.path.join(args.records, gate_data, "*.tfrecord"))
+    stages = args.stages or (FINE_TUNED if start is not None else STAGES)
+    train_cadstn(os.path.join(args.records, "train", "*.tfrecord"), args.run_dir, mcfg, tcfg, stages=stages,
+                 fusion_pattern=os.path.join(args.records, gate_data, "*.tfrecord"),
+                 init=start.model if start is not None else None)
 
 
 def cmd_eval(args):
@@ -116,9 +130,10 @@ def cmd_track(args):
     if not (args.jsonl or args.video or args.show):
         raise ConfigError("nothing to write: give --jsonl FILE, --video FILE and/or --show")
     check_outputs(args.jsonl, args.video)  # before the bundle, the camera and the stream
-    bundle = load_bundle(args.bundle)  # before the camera is opened: a bad bundle fails fast
-    localiser = HandLocaliser(detector_path={"learned": DETECTOR_PATH, "geometric": None}.get(args.detector,
-                                                                                                args.detector))
+    # before the camera is opened: a bad bundle fails fast
+    bundle = load_bundle(args.bundle) if args.bundle else load_preset(args.preset)
+    localiser = HandLocaliser(detector_path={"learned": detector_for(bundle.path), "geometric": None}.get(
+        args.detector, args.detector))
     if localiser.detector_path is not None:
         load_detector(localiser.detector_path)  # a missing or broken detector fails fast too
     with open_source(args.source, parse_camera(args.camera) if args.camera is not None else None) as source:
@@ -136,3 +151,19 @@ def cmd_track(args):
           + f"; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
           + "".join(f"; {kind} {path}" for kind, path in written),
           file=sys.stderr if args.jsonl == STDOUT else sys.stdout)  # standard output: the joints alone
+
+
+def cmd_presets(args):
+    if args.card:
+        print(card_text(args.card))
+        return
+    rows = []
+    for name in list_presets():
+        f = card_figures(name)
+        real, synth = f.get("real_frames", {}).get("label-free", {}), f.get("synthetic_test", {})
+        rows.append(f"| {name} | {f.get('version', '?')} | {preset_size_mb(name):.1f} | "
+                    f"{synth.get('localiser', float('nan')):.1f} | {real.get('found', '?')} of {real.get('frames', '?')} | "
+                    f"{real.get('joint_median_mm', float('nan')):.1f} | {f.get('latency_ms', {}).get('keras', float('nan')):.1f} |")
+    print("| preset | version | MB | synthetic test, mm (label-free) | real frames: hand found | real frames: joint "
+          "median, mm | ms per frame (Keras, 2 cores) |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+          + "\n\n`cadstn presets --card NAME` prints a preset's model card.")

@@ -1,6 +1,6 @@
 """Every configuration of the library in one place: the networks, training, input pipelines, the
 synthetic data, the main job, and the named recipes built from them (``paper``, ``demo``,
-``benchmark``). The defaults of CADSTN's networks and training are the paper's (docs/architecture.md);
+``benchmark``, ``preset``). The defaults of CADSTN's networks and training are the paper's (docs/architecture.md);
 fields marked "ours" are this library's choices, with their evidence in docs/decisions.md.
 """
 from __future__ import annotations
@@ -15,13 +15,10 @@ from keras_cadstn.errors import ConfigError, DataError
 
 GATE_INPUTS = ("crop", "predictions")
 STAGES = ("baseline", "sliced3d", "spatial", "temporal", "fusion")
-# what TrainConfig.steps may name: Algorithm 1's stages and the hand-centre refiner (ours)
-STEP_KEYS = STAGES + ("refine",)
+STEP_KEYS = STAGES + ("refine",)  # what TrainConfig.steps may name: the stages and the refiner (ours)
 STRATEGIES = ("default", "mirrored", "multiworker")
-SCHEDULES = ("step", "cosine")
-FUSION_LOSSES = ("l2", "joint_distance")
-# the temporal network's frame encoder: the trained Baseline frozen (the authors' code), fine-tuned,
-# or trained from scratch with the LSTM (the paper's text)
+SCHEDULES, FUSION_LOSSES = ("step", "cosine"), ("l2", "joint_distance")
+# the temporal encoder: the Baseline frozen (the authors' code), fine-tuned, or from scratch (the paper)
 TEMPORAL_INITS = ("baseline_frozen", "baseline_finetune", "scratch")
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")  # TFLite; ONNX is float32
 BACKENDS = ("keras", "tflite", "onnx")
@@ -56,11 +53,9 @@ class CADSTNConfig:
     dropout: float = 0.3
     lstm_units: int = 1024
     lstm_dropout: float = 0.5
-    # ours: the temporal network also reads each frame's crop-centre motion (cube-normalised), which
-    # crops normalised to their own centres hide (docs/decisions.md)
+    # ours: the temporal network also reads the crop centre's motion, which crops hide (docs/decisions.md)
     centre_motion: bool = False
-    # the fusion gate's input: "crop" (the paper's CNN) or, ours, "predictions" (an MLP on both
-    # networks' joints): it fuses better and costs a fraction of a Baseline (docs/decisions.md)
+    # the gate reads the "crop" (the paper) or, ours, both networks' "predictions" (docs/decisions.md)
     gate_input: str = "predictions"
 
     def __post_init__(self):
@@ -71,13 +66,8 @@ class CADSTNConfig:
             raise ValueError(f"image_size {self.image_size} must be a multiple of {total_pool} "
                              f"(the product of the pooling sizes {self.pools})")
 
-    @property
-    def num_outputs(self) -> int:
-        return 3 * self.num_joints
-
-    @property
-    def crop_shape(self) -> tuple:
-        return (self.image_size, self.image_size, 1)
+    num_outputs = property(lambda self: 3 * self.num_joints)
+    crop_shape = property(lambda self: (self.image_size, self.image_size, 1))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,13 +77,10 @@ class CADSTNConfig:
         d = dict(d)
         d.setdefault("centre_motion", False)  # written before the options: no motion input,
         d.setdefault("gate_input", "crop")  # the paper's gate
-        for k in ("filters", "pools"):
-            if k in d:
-                d[k] = tuple(d[k])
+        d.update({k: tuple(d[k]) for k in ("filters", "pools") if k in d})
         return cls(**d)
 
-    def replace(self, **changes) -> "CADSTNConfig":
-        return dataclasses.replace(self, **changes)
+    replace = dataclasses.replace
 
 
 class _CropNetworkSettings:
@@ -118,18 +105,13 @@ class RefinerConfig(_CropNetworkSettings):
     filters: tuple = (16, 32, 64)
     fc_units: int = 256
     iterations: int = 2  # refinement passes from a detection (the second corrects the first's crop shift)
-    # passes from the last frame's refined joint: one, as a second does not lower the error and
-    # costs time (docs/decisions.md)
-    tracked_iterations: int = 1
-    # training crops: the localiser's detection and centres around the reference joint, offset by a
-    # normal of this sd per axis, at most max_offset_mm away
+    tracked_iterations: int = 1  # passes from the last frame's joint: a second did not help (docs/decisions.md)
+    # training crops: around the detection and the reference joint, normal sd per axis, capped
     perturb_mm: float = 35.0
     max_offset_mm: float = 100.0
-    # 8 crops per frame track better than 4 on validation (docs/decisions.md)
-    samples_per_frame: int = 8
-    # optional surface check after each pass: a joint more than max_behind_surface_mm behind the
-    # depth at its pixel is put behind_surface_mm behind it; off, as it raised the validation error
-    # (docs/decisions.md)
+    samples_per_frame: int = 8  # 8 crops per frame tracked better than 4 on validation
+    # optional surface check: a joint further behind its pixel's depth is put behind_surface_mm behind
+    # it; off, as it raised the validation error (docs/decisions.md)
     max_behind_surface_mm: float | None = None
     behind_surface_mm: float = 14.0
     # whether the tracker runs it unless told otherwise: only once measured to help on real frames
@@ -146,20 +128,17 @@ class RefinerConfig(_CropNetworkSettings):
 
 @dataclasses.dataclass(frozen=True)
 class DetectorConfig(_CropNetworkSettings):
-    """The learned hand detector (ours; ``keras_cadstn.tracking.detector``): the centre refiner's network with a
-    second output, whether a hand is at the crop's centre, trained on synthetic scenes with a person
-    behind the hand. Crops are metric (a ``cube_mm`` cube), so one detector serves every camera."""
+    """The learned hand detector (ours, ``tracking.detector``): the refiner's network with a hand/no-hand
+    output, trained on scenes with a person; crops are metric, so one detector serves every camera."""
     image_size: int = 32
     cube_mm: float = 300.0
     filters: tuple = (16, 32, 64)
     fc_units: int = 256
-    # at test time: the nearest max_candidates blobs' palm points, each moved iterations times by
-    # the offset, kept where the hand probability reaches threshold (chosen on validation scenes)
+    # test time: the nearest blobs' palms, moved `iterations` times, kept from `threshold` (validation)
     max_candidates: int = 3
     iterations: int = 5
     threshold: float = 0.9
-    # training: a crop is "hand" when its centre lies within ``hand_radius_mm`` of the palm; the
-    # offset is learned where the palm lies within ``offset_radius_mm``
+    # training: "hand" within hand_radius_mm of the palm; the offset learned within offset_radius_mm
     hand_radius_mm: float = 60.0
     offset_radius_mm: float = 150.0
 
@@ -176,8 +155,7 @@ class TrainConfig:
                                                              "temporal": 60000, "fusion": 40000})
     batch_size: int = 128  # frames; sequence stages use batch_size // seq_len clips
     learning_rate: float = 1e-3
-    # ours: the fusion stage's rate (None: learning_rate); a sigmoid gate at 1e-3 can saturate at one
-    # constant weight before it learns to tell inputs apart
+    # ours (None: learning_rate): a sigmoid gate at 1e-3 can saturate before it tells inputs apart
     fusion_learning_rate: float | None = None
     # the fusion stage's loss: "l2" (the paper) or, ours, "joint_distance" (the metric itself)
     fusion_loss: str = "joint_distance"
@@ -190,15 +168,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     temporal_init: str = "baseline_finetune"  # ours, measured (docs/decisions.md); the paper: scratch
     mixed_precision: bool = False
-    # model.fit only: XLA, and steps per call into the compiled function
-    jit_compile: bool = False
+    jit_compile: bool = False  # model.fit only: XLA, and steps per call into the compiled function
     steps_per_execution: int = 1
     strategy: str = "default"
     seed: int = 0
     deterministic: bool = False  # deterministic TF ops: one seed reproduces on one machine
     augment: bool = True  # the paper's NYU augmentation; off for ICVL
-    # False: records in file order, reproducible across distribution strategies
-    shuffle: bool = True
+    shuffle: bool = True  # False: records in file order, reproducible across distribution strategies
     verbose: int | str = "auto"
 
     def __post_init__(self):
@@ -226,13 +202,9 @@ class RandomAffine:
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
-    """How ``make_dataset`` streams a split (docs/data_formats.md, "Input pipeline").
-
-    mode 'frames': crops (B, M, M, 1), joints (B, 3K); 'sequences': windows of ``seq_len`` frames of one
-    sequence, ``window_shift`` apart. ``centre_motion`` adds each frame's crop-centre motion input;
-    ``include_meta`` the centre, cube, joints in mm, ids and occlusion; ``num_shards`` /
-    ``shard_index`` give one multi-worker pipeline its share of every global batch.
-    """
+    """How ``make_dataset`` streams a split (docs/data_formats.md, "Input pipeline"): 'frames' (crops,
+    joints) or 'sequences' (windows of ``seq_len`` frames, ``window_shift`` apart); ``include_meta`` adds
+    centre, cube, mm joints, ids, occlusion; ``num_shards``/``shard_index``: one worker's share."""
     mode: str = "frames"
     seq_len: int = 16
     batch_size: int = 128
@@ -284,15 +256,13 @@ class SynthConfig:
     edge_dropout: float = 0.5
     random_dropout: float = 0.01
     fps: float = 30.0
-    # ours, for the temporal network: what one frame cannot resolve and past frames can (occluders,
-    # drop-out bursts, fingers nearer than the sensor's limit, faster motion)
+    # ours, for the temporal network: what past frames resolve (occluders, drop-outs, near range, speed)
     events: bool = False
     occluders_per_100_frames: float = 1.0  # each 8-40 frames, 60-200 mm in front of the palm
     dropout_bursts_per_100_frames: float = 1.5  # each 2-10 frames, a disc of 15-35 mm over a joint
     near_limit_per_100_frames: float = 0.5  # each 10-30 frames, depth nearer than palm - 30 mm lost
     speeds: tuple = (1.0, 1.0, 2.0, 3.0)  # motion speed of a sequence, drawn once
-    # ours, for the localiser: the person behind the hand as real recordings show it, the other arm
-    # sometimes raised, sometimes an object beside the hand
+    # ours, for the localiser: a person behind the hand, the other arm raised, objects beside it
     person: bool = False
     person_behind_mm: tuple = (150.0, 400.0)
     other_arm_raised: float = 0.3
@@ -316,8 +286,7 @@ DEMO_TRAINING = TrainConfig(steps={**BENCHMARK_STEPS, "temporal": 600}, batch_si
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """The main job. Defaults: the synthetic demo sized for 2 CPU cores (64x64 crops; ``paper(data)``
-    is the paper's setup). Choices are made on the held-out validation sequences, never on test."""
+    """The main job; defaults: the synthetic demo for 2 CPU cores (choices on validation, never on test)."""
     data: str = "synthetic"  # or "nyu:/path/to/nyu", "icvl:/path/to/icvl"
     workdir: str = dataclasses.field(default_factory=lambda: os.path.join(cache_dir(), "demo"))
     frames_per_sequence: int = 160  # synthetic only
@@ -340,12 +309,10 @@ class DemoConfig:
     train: TrainConfig = dataclasses.field(default_factory=lambda: DEMO_TRAINING)
     # the centre refiner shipped in the bundle; None: none (the tracker uses the localiser's centre)
     refiner: RefinerConfig | None = RefinerConfig()
-    # ours, synthetic data only: the refiner also trains on scenes with a person behind the hand, as
-    # real recordings have (32 x 20 chosen on validation, docs/decisions.md)
+    # ours: the refiner also trains on scenes with a person (32 x 20 chosen on validation)
     refiner_person_sequences: int = 32
     refiner_person_frames: int = 20
-    # ours: the bundle also stores its streaming step with fc layers of this rank, fitted to
-    # low_rank_clips clips of training crops; None: none (rank chosen on validation)
+    # ours: the bundle's step with fc layers of this rank, fitted on low_rank_clips clips (None: none)
     fc_rank: int | None = 16
     low_rank_clips: int = 64
 
@@ -372,8 +339,7 @@ class DemoConfig:
 
 
 def paper(data: str, workdir: str | None = None) -> DemoConfig:
-    """The paper's setup on a real dataset ("nyu:/path" or "icvl:/path"): its schedule (TrainConfig's
-    defaults) and 128x128 crops."""
+    """The paper's setup on a real dataset ("nyu:/path" or "icvl:/path"): its schedule, 128x128 crops."""
     return DemoConfig(data=data, workdir=workdir or os.path.join(cache_dir(), data.split(":")[0]),
                       image_size=128, train=TrainConfig())
 
@@ -385,8 +351,7 @@ def demo(**changes) -> DemoConfig:
 
 def benchmark(image_size: int = 64, quick: bool = False, workdir: str | None = None, seeds: int | None = None,
               test_sequences: int = 4, temporal_init: str = "baseline_finetune") -> DemoConfig:
-    """The accuracy benchmark's recipe: more, shorter sequences than the demo and several seeds;
-    ``quick`` a tiny version that checks the path in a minute."""
+    """The accuracy benchmark: more, shorter sequences than the demo, several seeds (``quick``: tiny)."""
     workdir = workdir or os.path.join(cache_dir(), "bench_quick" if quick else f"bench_{image_size}")
     if quick:
         train = TrainConfig(steps=dict.fromkeys(DEMO_TRAINING.steps, 4), batch_size=16, checkpoint_every=4,
@@ -397,3 +362,38 @@ def benchmark(image_size: int = 64, quick: bool = False, workdir: str | None = N
     train = dataclasses.replace(DEMO_TRAINING, steps=BENCHMARK_STEPS, verbose=0, temporal_init=temporal_init)
     return DemoConfig(workdir=workdir, frames_per_sequence=80, train_sequences=20, val_sequences=4,
                       test_sequences=test_sequences, image_size=image_size, seeds=seeds or 3, train=train)
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetRecipe:
+    """What ``tools/train_preset.py NAME`` trains: the main job's config and the detector's data and steps."""
+    name: str
+    version: int
+    job: DemoConfig
+    detector_sequences: int = 48
+    detector_frames: int = 50
+    detector_steps: int = 8000
+    detector_seed: int = 2000  # apart from the job's data (0..) and the localiser benchmark's (1000..)
+
+
+DEFAULT_PRESET = "cadstn_synthetic_64"
+# ours: the procedural world (its demo bundle did best on the real frames), 4x the demo's sequences, ~4x its steps
+PRESET_STEPS = {"baseline": 1500, "sliced3d": 300, "spatial": 2500, "temporal": 2500, "fusion": 500, "refine": 4000}
+# the same at the paper's crop size (for a GPU: not trained here); tiny_test: a minute at 32x32, for tests
+PRESET_NAMES = (DEFAULT_PRESET, "cadstn_synthetic_128", "tiny_test")
+
+
+def preset(name: str = DEFAULT_PRESET, workdir: str | None = None) -> PresetRecipe:
+    """The recipe of a named preset (``PRESET_NAMES``)."""
+    workdir = workdir or os.path.join(cache_dir(), "preset_" + name)
+    train = dataclasses.replace(DEMO_TRAINING, steps=PRESET_STEPS, deterministic=True)
+    if name in PRESET_NAMES[:2]:
+        return PresetRecipe(name, 1, DemoConfig(workdir=workdir, train_sequences=32, val_sequences=4, test_sequences=4,
+                                                image_size=int(name.rsplit("_", 1)[1]), train=train))
+    if name == "tiny_test":
+        train = dataclasses.replace(train, steps=dict.fromkeys(PRESET_STEPS, 4), batch_size=8, checkpoint_every=4)
+        job = DemoConfig(workdir=workdir, frames_per_sequence=24, train_sequences=2, val_sequences=1, test_sequences=1,
+                         image_size=32, seq_len=4, train=train, network=(("fc_units", 32), ("lstm_units", 16)),
+                         refiner_person_sequences=2, refiner_person_frames=4, fc_rank=4, low_rank_clips=4)
+        return PresetRecipe(name, 1, job, detector_sequences=2, detector_frames=3, detector_steps=4)
+    raise ConfigError(f"unknown preset recipe {name!r}; expected one of {PRESET_NAMES}")

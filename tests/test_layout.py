@@ -7,7 +7,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_cadstn"
 # bottom to top; a module may import its own layer and those below it, never one above
 LAYERS = (("errors", "fileio", "config", "camera"), ("data",), ("models",), ("tracking",), ("training",),
-          ("export",), ("demo", "commands", "cli"))
+          ("export",), ("presets",), ("demo", "commands", "cli"))
 # imported inside functions on purpose: extras that a base install lacks, and plotting
 OPTIONAL = {"ai_edge_litert", "onnxruntime", "tf2onnx", "onnx", "pyrealsense2", "libusb_package", "openni",
             "matplotlib", "tensorflow_serving", "tensorrt"}

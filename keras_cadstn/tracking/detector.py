@@ -32,6 +32,13 @@ from keras_cadstn.tracking.runtime import KerasFunction
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")  # keras_cadstn/assets
 DETECTOR_PATH = os.path.join(ASSETS, "hand_detector.keras")  # its DetectorConfig: the same name, .json
+DETECTOR_FILE = "detector.keras"  # a bundle's own detector (a preset's), its settings beside it as detector.json
+
+
+def detector_for(bundle_path: str) -> str:
+    """The hand detector of a bundle: its own (``DETECTOR_FILE`` in its folder), else the package's."""
+    own = os.path.join(bundle_path, DETECTOR_FILE)
+    return own if os.path.isfile(own) else DETECTOR_PATH
 
 
 def detector_crop(depth_mm, centre_uvd, camera, config: DetectorConfig) -> np.ndarray:

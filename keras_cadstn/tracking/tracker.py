@@ -17,6 +17,7 @@ import numpy as np
 from keras_cadstn.config import BACKENDS
 from keras_cadstn.data.preprocessing import centre_motion, check_depth_image, crop_and_normalize, hand_center, joints_to_mm
 from keras_cadstn.errors import ConfigError, DataError, NoHandError, is_positive_int
+from keras_cadstn.tracking.detector import detector_for
 from keras_cadstn.tracking.localiser import HandLocaliser
 from keras_cadstn.tracking.refiner import refine_centre
 from keras_cadstn.tracking.runtime import RUNNERS, KerasFunction, artifact_path, as_refiner, as_step, check_fc_rank
@@ -82,7 +83,7 @@ class HandTracker:
     >>> result = tracker.update(depth)   # result.joints_mm: (K, 3), or result.found False
     """
     def __init__(self, bundle, backend: str = "keras", precision: str = "float32", model_path: str | None = None,
-                 localiser: HandLocaliser = HandLocaliser(), num_threads: int | None = None,
+                 localiser: HandLocaliser | None = None, num_threads: int | None = None,
                  reset_every: int | None = None, refine: bool | None = None, refiner_path: str | None = None,
                  fc_rank: int | None = None, centre_step: int = 2):
         if not is_positive_int(centre_step):
@@ -92,7 +93,8 @@ class HandTracker:
         self.cube = np.asarray(bundle.spec.cube, np.float64)
         self.size = bundle.image_size
         self.units = bundle.config.lstm_units
-        self.localiser = localiser
+        # default: the bundle's own detector (a preset's), else the package's
+        self.localiser = localiser or HandLocaliser(detector_path=detector_for(bundle.path))
         self.step = make_runner(bundle, "step", backend, precision, model_path, num_threads, fc_rank)
         # the label-free centre moved by the bundle's centre refiner (default: when its config says so)
         refine = bundle.refiner is not None and bundle.refiner_config.default_on if refine is None else refine

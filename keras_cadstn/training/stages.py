@@ -175,11 +175,16 @@ def stage_input(pattern: str, stage: str, cfg: TrainConfig, mcfg: CADSTNConfig, 
         shard_index=shard_index))
 
 
+# fine-tuning: the sub-model of a trained CADSTN each stage starts from (layers matched by name)
+INIT_SOURCE = {"baseline": "temporal_network", "sliced3d": "spatial_network", "spatial": "spatial_network",
+               "temporal": "temporal_network", "fusion": "gate_network"}
+
+
 def build_stage(stage: str, mcfg: CADSTNConfig, cfg: TrainConfig, strategy=None, baseline=None, spatial=None,
-                temporal=None):
+                temporal=None, init=None):
     """A stage's network, compiled with its losses and optimizer in ``strategy``'s scope. ``baseline``
     initialises the temporal encoder (unless ``cfg.temporal_init`` is scratch); fusion needs the
-    trained ``spatial`` and ``temporal`` networks."""
+    trained ``spatial`` and ``temporal`` networks; ``init``: a trained CADSTN to start from."""
     with (strategy or tf.distribute.get_strategy()).scope():
         if stage == "baseline":
             model = models.build_baseline_network(mcfg)
@@ -195,6 +200,9 @@ def build_stage(stage: str, mcfg: CADSTNConfig, cfg: TrainConfig, strategy=None,
             model = models.build_fusion_network(spatial, temporal, mcfg)
         else:
             raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        target = models.get_submodel(model, "gate_network") if stage == "fusion" else model  # fusion trains its gate
+        if init is not None and not models.copy_matching_weights(target, models.get_submodel(init, INIT_SOURCE[stage])):
+            raise ConfigError(f"the network to start from has no layer matching the {stage} stage's")
         spatial_outputs = stage == "spatial"
         loss = models.mean_joint_distance if stage == "fusion" and cfg.fusion_loss == "joint_distance" else "mse"
         model.compile(optimizer=make_optimizer(cfg, cfg.steps.get(stage, 1), stage),
@@ -217,7 +225,7 @@ def load_stage(run_dir: str, stage: str, steps: int | None = None):
 
 def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNConfig(),
                  cfg: TrainConfig = TrainConfig(), stages=STAGES, val_pattern: str | None = None,
-                 fusion_pattern: str | None = None) -> dict:
+                 fusion_pattern: str | None = None, init=None) -> dict:
     """Run the requested stages in Algorithm 1's order; returns {stage: trained model}.
 
     ``fusion_pattern``: records the gate trains on (default: the training records, as the paper).
@@ -227,6 +235,9 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
     A stage finished earlier in ``run_dir`` (its ``model.keras`` exists) is loaded, not retrained;
     the stages a requested one builds on (temporal: the Baseline unless trained from scratch;
     fusion: spatial and temporal) come from this call or from ``run_dir``.
+
+    ``init``: a trained CADSTN model (a preset's, ``load_preset(name).model``) every stage starts from
+    (fine-tuning); the temporal stage then needs no Baseline.
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -241,10 +252,10 @@ def train_cadstn(train_pattern: str, run_dir: str, mcfg: CADSTNConfig = CADSTNCo
                        f"choose another --run-dir")
     # the chief writes the run folder (the other workers only read it): it alone holds the lock
     with fileio.folder_lock(run_dir, TRAIN_LOCK, busy) if worker_role(strategy).is_chief else contextlib.nullcontext():
-        return _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion_pattern, strategy)
+        return _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion_pattern, strategy, init)
 
 
-def _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion_pattern, strategy) -> dict:
+def _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion_pattern, strategy, init) -> dict:
     trained = {}
 
     def prerequisite(stage):
@@ -262,7 +273,7 @@ def _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion
             logger.info("[%s] already trained: loading %s", stage, final)
             return load_stage(run_dir, stage, cfg.steps[stage])
         print(f"[{stage}] training {cfg.steps[stage]} steps", flush=True)
-        model = build_stage(stage, mcfg, cfg, strategy, **prerequisites)
+        model = build_stage(stage, mcfg, cfg, strategy, init=init, **prerequisites)
         val = stage_input(val_pattern, stage, cfg, mcfg, training=False) if val_pattern else None
         stage_dir = os.path.join(run_dir, stage)
 
@@ -271,7 +282,7 @@ def _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion
                                shard_index=shard_index)
         with record_errors():  # on a dataset of its own: training starts on a fresh shuffle either way
             check_gives_a_batch(worker_input(), stage_dir)
-            if stage == "fusion":  # (a resumed stage then loads its trained gate from the backup)
+            if stage == "fusion" and init is None:  # (a resumed stage then loads its trained gate from the backup)
                 start_gate_at_best_constant(model, stage_input(pattern, stage, cfg, mcfg, training=False), cfg.fusion_loss)
         if cfg.strategy != "multiworker":
             fit_stage(model, worker_input(), stage_dir, cfg.steps[stage], cfg, val)
@@ -287,7 +298,8 @@ def _train_stages(train_pattern, run_dir, mcfg, cfg, stages, val_pattern, fusion
         if stage not in stages:
             continue
         if stage == "temporal":
-            trained[stage] = run(stage, baseline=prerequisite("baseline") if cfg.temporal_init != "scratch" else None)
+            from_baseline = cfg.temporal_init != "scratch" and init is None
+            trained[stage] = run(stage, baseline=prerequisite("baseline") if from_baseline else None)
         elif stage == "fusion":
             trained[stage] = run(stage, pattern=fusion_pattern or train_pattern, spatial=prerequisite("spatial"),
                                  temporal=prerequisite("temporal"))
