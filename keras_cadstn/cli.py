@@ -288,18 +288,24 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         os.close(null)
 
 
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
+
+
 def run_reporting_errors(prog: str, func: str, args, verbose: bool = False) -> int:
     """Run a command of keras_cadstn.commands; a library error or an OS error becomes one line on
-    stderr and exit code 2."""
-    quiet_tensorflow(verbose)
-    # deferred on purpose: the commands load TensorFlow, which must come after quiet_tensorflow
-    from keras_cadstn import commands
+    stderr and exit code 2, a Ctrl-C the command did not handle one line and exit code 130."""
     try:
+        quiet_tensorflow(verbose)
+        # deferred on purpose: the commands load TensorFlow, which must come after quiet_tensorflow
+        from keras_cadstn import commands
         return getattr(commands, func)(args) or 0
     except (CadstnError, OSError) as e:
         text = str(e).strip().replace("\n", "; ") or type(e).__name__
         print(f"{prog}: error: {text}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (start-up, loading): one line
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def main(argv=None) -> int:

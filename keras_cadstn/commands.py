@@ -148,6 +148,7 @@ def cmd_track(args):
                if path and path != STDOUT and os.path.isfile(path)]  # a video of no frames is not written
     print(f"{stats['frames']} frames{' (stopped by Ctrl-C or SIGTERM)' if stats['interrupted'] else ''}, hand found in "
           f"{stats['found']}" + (f"; {stats['skipped']} unreadable frames skipped" if stats["skipped"] else "")
+          + (f"; {source.missing} frames missing from the source" if getattr(source, "missing", 0) else "")
           + f"; per frame p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
           + "".join(f"; {kind} {path}" for kind, path in written),
           file=sys.stderr if args.jsonl == STDOUT else sys.stdout)  # standard output: the joints alone

@@ -180,3 +180,13 @@ def test_the_cli_starts_without_tensorflows_start_up_lines(tmp_path, argv):
     assert out.returncode == 0, out.stderr[-2000:]
     for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cuda drivers", "cpu_feature_guard"):
         assert noise not in out.stderr, out.stderr[-2000:]
+
+
+def test_ctrl_c_before_a_command_handles_it_is_one_line(monkeypatch, capsys):
+    from keras_cadstn import commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt  # e.g. while the bundle or TensorFlow loads
+    monkeypatch.setattr(commands, "cmd_presets", interrupted)
+    assert cli.main(["presets"]) == 130
+    assert capsys.readouterr().err == "cadstn presets: interrupted\n"

@@ -12,6 +12,7 @@ import ctypes
 import dataclasses
 import glob
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from keras_cadstn.data.png import PNG_SIGNATURE
 from keras_cadstn.data.splits import load_split
 from keras_cadstn.errors import ConfigError, DataError
 
+logger = logging.getLogger(__name__)
 CAMERA_FILE = "camera.json"  # a PNG folder's camera: Camera.to_dict()
 CAMERA_EXTRA = 'install the camera extra: pip install -e ".[camera]"'
 
@@ -180,9 +182,9 @@ class RealSenseSource(DepthSource):
     def __init__(self, serial: str | None = None, path: str | None = None, timeout_ms: int = 5000,
                  queue_size: int = 8):
         rs = import_pyrealsense2()
-        self.rs, self.timeout_ms, self.path = rs, timeout_ms, path
+        self.rs, self.timeout_ms, self.path, self.missing = rs, timeout_ms, path, 0
         context = rs.context()
-        where = f"bag:{path}" if path is not None else f"realsense{':' + serial if serial else ''}"
+        where = self.where = f"bag:{path}" if path is not None else f"realsense{':' + serial if serial else ''}"
         if path is not None:
             if not os.path.isfile(path):
                 raise DataError(f"{where}: recording not found")
@@ -245,6 +247,9 @@ class RealSenseSource(DepthSource):
             waited = 0.0
             if number <= last:
                 continue  # a frame delivered twice
+            if last >= 0 and number > last + 1:  # damaged in the recording, or dropped by the device
+                self.missing += number - last - 1
+                logger.warning("%s: frames %d..%d missing (damaged or dropped)", self.where, last + 1, number - 1)
             last = number
             yield DepthFrame(depth, timestamp, number, True, f"frame {number}")
 

@@ -245,3 +245,23 @@ def test_cadstn_track_on_a_realsense_recording(tiny_bundle, recording, tmp_path,
         assert line["found"] == result.found
         np.testing.assert_allclose(line["joints_mm"], result.joints_mm, atol=0.01)
     assert [round(line["timestamp"] * 30) for line in lines] == list(range(len(depths)))
+
+
+def test_frames_missing_from_a_recording_are_reported(caplog):
+    """A recording whose frames 3 and 4 are damaged (the SDK skips them): the gap is warned about and
+    counted, not passed over in silence."""
+    import queue
+    from types import SimpleNamespace
+
+    from keras_cadstn.tracking.sources import RealSenseSource
+    source = object.__new__(RealSenseSource)  # the reading loop alone, without a device or the SDK
+    source.rs = SimpleNamespace(playback_status=SimpleNamespace(stopped="stopped"))
+    source.playback = SimpleNamespace(current_status=lambda: "stopped")
+    source.timeout_ms, source.missing, source.where = 1000, 0, "bag:hand.db3"
+    source.frames = queue.Queue()
+    for number in (1, 2, 2, 5, 6, 9):
+        source.frames.put((np.zeros((2, 2), np.float32), float(number), number))
+    assert [f.index for f in source] == [1, 2, 5, 6, 9]
+    assert source.missing == 4
+    assert [r.getMessage() for r in caplog.records] == ["bag:hand.db3: frames 3..4 missing (damaged or dropped)",
+                                                        "bag:hand.db3: frames 7..8 missing (damaged or dropped)"]
