@@ -32,7 +32,7 @@ setup(
         # depth cameras for `cadstn track`: RealSense (libusb-package supplies libusb-1.0 where the
         # system has none), OpenNI2 devices (the package wraps the OpenNI2 runtime, installed apart)
         "camera": ["pyrealsense2>=2.59", "libusb-package>=1.0.26", "openni>=2.3"],
-        "test": ["pytest>=8", "ruff>=0.6", "jax[cpu]>=0.4.30", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18",
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "jax[cpu]>=0.4.30", "tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18",
                  "ai-edge-litert>=2.0", "tensorflow-serving-api>=2.21,<2.22",
                  "pyrealsense2>=2.59", "libusb-package>=1.0.26", "openni>=2.3"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
