@@ -79,6 +79,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def degrees(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected degrees in [0, 180], got {text!r}") from None
+    if not 0 <= value <= 180:
+        raise argparse.ArgumentTypeError(f"expected degrees in [0, 180], got {value}")
+    return value
+
+
+def centre_scale(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"centre_scale must be in (0, 1], got {value}")
+    return value
+
+
 def _defaults(cls) -> dict:
     return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
             for f in dataclasses.fields(cls)}
@@ -104,6 +121,9 @@ def add_demo_arguments(d):
                    help="deterministic ops: one seed gives the same numbers on one machine (slower)")
     d.add_argument("--mixed-precision", action="store_true")
     d.add_argument("--no-export", action="store_true")
+    d.add_argument("--rotation", type=degrees, metavar="DEG", help="ours: also rotate training crops by up to +- DEG")
+    d.add_argument("--centre-scale", type=centre_scale, help="ours: the crops' centre of mass in the cube scaled by this "
+                                                       "(0-1; default 1, the paper's whole cube)")
     add_world_arguments(d, DemoConfig())
     d.set_defaults(func="cmd_demo")
 
@@ -138,6 +158,8 @@ def _convert(c):
     c.add_argument("--root", required=True, help="dataset root (NYU: holds train/ and test/)")
     c.add_argument("--out", required=True, help="output folder; one sub-folder per split")
     c.add_argument("--shards", type=positive_int, default=SHARDS)
+    c.add_argument("--centre-scale", type=centre_scale, default=1.0,
+                   help="ours: the crops' centre of mass in the cube scaled by this (0-1; default 1, the paper's)")
     c.add_argument("--image-size", type=positive_int, default=PAPER_IMAGE_SIZE, help="crop size M (a multiple of 16)")
     c.add_argument("--splits", nargs="+", default=["train", "test"])
 
@@ -160,6 +182,8 @@ def _train(t):
     t.add_argument("--mixed-precision", action="store_true")
     t.add_argument("--strategy", choices=STRATEGIES, default=d["strategy"])
     t.add_argument("--no-augment", action="store_true", help="e.g. for ICVL, which is augmented already")
+    t.add_argument("--rotation", type=degrees, default=d["rotation"], metavar="DEG",
+                   help="ours: also rotate each training crop by a random angle within +- DEG (0-180; default 0)")
     t.add_argument("--no-shuffle", action="store_true", help="records in file order (reproducible runs)")
     t.add_argument("--temporal-init", choices=TEMPORAL_INITS, default=d["temporal_init"],
                    help="baseline_finetune (default, measured best), baseline_frozen (the authors' code), "

@@ -41,6 +41,7 @@ def cmd_convert(args):
     check_image_size(args.image_size)  # before any import work
     for split in args.splits:
         data = load_split(args.dataset, args.root, split)
+        data = dataclasses.replace(data, spec=dataclasses.replace(data.spec, centre_scale=args.centre_scale))
         out = os.path.join(args.out, split)
         m = convert_split(data, out, shards=args.shards, image_size=args.image_size)
         print(f"{split}: {m['num_records']} records in {len(m['shards'])} shards, "
@@ -59,7 +60,7 @@ def cmd_train(args):
     tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
                        decay_every=args.decay_every, checkpoint_every=args.checkpoint_every,
                        mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
-                       augment=not args.no_augment, shuffle=not args.no_shuffle, temporal_init=args.temporal_init,
+                       augment=not args.no_augment, rotation=args.rotation, shuffle=not args.no_shuffle, temporal_init=args.temporal_init,
                        deterministic=args.deterministic, fusion_loss=args.fusion_loss)
     mcfg = CADSTNConfig(num_joints=int(manifest["num_joints"]), image_size=int(manifest["image_size"]),
                         seq_len=args.seq_len, centre_motion=args.centre_motion, gate_input=args.gate_input)
@@ -119,8 +120,9 @@ def cmd_compress(args):
 def cmd_demo(args):
     cfg = demo() if args.data == "synthetic" else paper(args.data)
     world = ("hand", "poses", "sensor", "scenes")
-    changes = {k: getattr(args, k) for k in ("workdir", "image_size", "seeds") + world if getattr(args, k) is not None}
-    train = {k: getattr(args, k) for k in ("batch_size", "strategy", "deterministic") if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("workdir", "image_size", "seeds", "centre_scale") + world
+               if getattr(args, k) is not None}
+    train = {k: getattr(args, k) for k in ("batch_size", "strategy", "deterministic", "rotation") if getattr(args, k) is not None}
     train["mixed_precision"] = args.mixed_precision or cfg.train.mixed_precision
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train), **changes)
     run_demo(cfg.scaled(args.steps_scale) if args.steps_scale != 1.0 else cfg, export=not args.no_export)

@@ -23,8 +23,7 @@ TEMPORAL_INITS = ("baseline_frozen", "baseline_finetune", "scratch")
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")  # TFLite; ONNX is float32
 BACKENDS = ("keras", "tflite", "onnx")
 SOURCE_KINDS = ("realsense[:SERIAL]", "bag:FILE", "openni", "pngs:DIR", "nyu:ROOT", "icvl:ROOT")
-HANDS, POSES = ("spheres", "mesh"), ("grasp", "gestures")
-SENSORS = ("basic", "kinect1", "sr300", "d400", "mixed")  # depth sensors' artefacts (data/sensors.py)
+HANDS, POSES, SENSORS = ("spheres", "mesh"), ("grasp", "gestures"), ("basic", "kinect1", "sr300", "d400", "mixed")
 SCENES = ("behind", "beside_head", "in_front_of_face", "touching_torso")  # where the person is
 SHARDS = 8  # TFRecord files per converted split
 SYNTH_SPLITS = (256, 4, 2)  # write_synthetic_nyu: frames per sequence, training and test sequences
@@ -69,8 +68,7 @@ class CADSTNConfig:
     num_outputs = property(lambda self: 3 * self.num_joints)
     crop_shape = property(lambda self: (self.image_size, self.image_size, 1))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    to_dict = dataclasses.asdict
 
     @classmethod
     def from_dict(cls, d: dict) -> "CADSTNConfig":
@@ -89,8 +87,7 @@ class _CropNetworkSettings:
         if self.image_size % (2 ** len(self.filters)):
             raise ValueError(f"{what} image_size {self.image_size} must be a multiple of {2 ** len(self.filters)}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    to_dict = dataclasses.asdict
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -174,6 +171,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic TF ops: one seed reproduces on one machine
     augment: bool = True  # the paper's NYU augmentation; off for ICVL
+    # ours: a random in-plane rotation within +- this many degrees on top of it (real hands point anywhere)
+    rotation: float = 0.0
     shuffle: bool = True  # False: records in file order, reproducible across distribution strategies
     verbose: int | str = "auto"
 
@@ -184,8 +183,9 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "decay_every", "steps_per_execution"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.learning_rate > 0 or not 0 <= self.rotation <= 180:
+            raise ConfigError(f"learning_rate must be > 0 and rotation in [0, 180] degrees, got {self.learning_rate}, "
+                              f"{self.rotation}")
         for name, allowed in (("schedule", SCHEDULES), ("temporal_init", TEMPORAL_INITS), ("strategy", STRATEGIES),
                               ("fusion_loss", FUSION_LOSSES)):
             if getattr(self, name) not in allowed:
@@ -293,6 +293,7 @@ class DemoConfig:
     train_sequences: int = 8
     val_sequences: int = 2
     test_sequences: int = 2
+    centre_scale: float = 1.0  # ours: the crops' centre of mass in the cube x this (DatasetSpec; 1: the paper's)
     data_seed: int = 0  # the synthetic data set's seed (training seeds are 0 .. seeds - 1)
     synth_events: bool = True  # occluders, depth drop-out bursts, near-range loss, fast motion
     # the synthetic world (SynthConfig's hand, poses, sensor, scenes); a workdir keeps the one it was made in
@@ -316,13 +317,13 @@ class DemoConfig:
     fc_rank: int | None = 16
     low_rank_clips: int = 64
 
-    def scaled(self, factor: float) -> "DemoConfig":
-        """Every stage's steps times ``factor`` (at least 2), e.g. 0.02 to smoke-test the path."""
+    def scaled(self, factor: float) -> "DemoConfig":  # every stage's steps x factor (>= 2), e.g. 0.02 to smoke-test
         steps = {s: max(int(n * factor), 2) for s, n in self.train.steps.items()}
         return dataclasses.replace(self, train=dataclasses.replace(self.train, steps=steps))
 
-    def dataset(self) -> tuple:
-        """('synthetic'|'nyu'|'icvl', root or None)."""
+    def dataset(self) -> tuple:  # ('synthetic'|'nyu'|'icvl', root or None)
+        if not 0 < self.centre_scale <= 1:  # checked before any data is made
+            raise ConfigError(f"centre_scale must be in (0, 1], got {self.centre_scale!r}")
         if self.data == "synthetic":
             return "synthetic", None
         name, sep, root = self.data.partition(":")
@@ -332,8 +333,7 @@ class DemoConfig:
             raise DataError(f"{name} data folder {root!r} does not exist")
         return name, root
 
-    def source(self) -> tuple:
-        """(on-disk format 'nyu'|'icvl', root folder): the synthetic set is NYU-format in the workdir."""
+    def source(self) -> tuple:  # (on-disk format 'nyu'|'icvl', root): the synthetic set is NYU-format in the workdir
         name, root = self.dataset()
         return ("nyu", os.path.join(self.workdir, "synthetic_nyu")) if name == "synthetic" else (name, root)
 

@@ -56,6 +56,9 @@ def prepare_records(cfg: DemoConfig) -> tuple:
         if int(made["num_frames"]) != len(split):  # records of another split (other --val/test counts)
             raise ConfigError(f"{os.path.join(rec_dir, name)}: records of {made['num_frames']} frames, this configuration's "
                               f"{name} split has {len(split)}; use another --workdir or delete that folder")
+        if dataset_spec_of(made) != split.spec:  # another pre-processing (e.g. centre_scale)
+            raise ConfigError(f"{os.path.join(rec_dir, name)}: records of another pre-processing ({made['dataset']}), "
+                              f"this configuration's: {split.spec.to_dict()}; use another --workdir or delete that folder")
     return rec_dir, fmt
 
 
@@ -121,7 +124,9 @@ def demo_splits(cfg: DemoConfig) -> dict:
     """The imported train / val / test splits (val: held-out training sequences)."""
     fmt, root = cfg.source()
     train, val = hold_out(load_split(fmt, root, "train"), cfg.val_sequences if cfg.data == "synthetic" else None)
-    return {"train": train, "val": val, "test": load_split(fmt, root, "test")}
+    splits = {"train": train, "val": val, "test": load_split(fmt, root, "test")}
+    return {name: dataclasses.replace(s, spec=dataclasses.replace(s.spec, centre_scale=cfg.centre_scale))
+            for name, s in splits.items()}
 
 
 # write_synthetic_nyu seeds sequence k with seed * 1000 + k: 4000.. keeps these scenes apart from

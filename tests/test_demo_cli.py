@@ -146,6 +146,27 @@ def test_demo_data_made_with_other_counts_is_refused_not_reused(tmp_path):
         prepare_records(dataclasses.replace(cfg, test_sequences=2))  # the PNGs on disk are other sequences
     with pytest.raises(ConfigError, match="records of 16 frames.*train split has 8"):
         prepare_records(dataclasses.replace(cfg, train_sequences=1, val_sequences=2))  # same sequences, other split
+    with pytest.raises(ConfigError, match="records of another pre-processing.*'centre_scale': 0.5"):
+        prepare_records(dataclasses.replace(cfg, centre_scale=0.5))  # crops centred otherwise
+    half = dataclasses.replace(cfg, centre_scale=0.5, workdir=str(tmp_path / "half"))
+    records = prepare_records(half)[0]
+    for split in ("train", "val", "test"):
+        assert read_manifest(os.path.join(records, split))["dataset"]["centre_scale"] == 0.5
+
+
+def test_centre_scale_out_of_range_is_refused_before_any_work(tmp_path, capsys):
+    for argv in (["demo", "--workdir", str(tmp_path / "demo"), "--centre-scale", "0"],
+                 ["convert", "--dataset", "nyu", "--root", str(tmp_path), "--out", str(tmp_path / "rec"),
+                  "--centre-scale", "1.5"], ["demo", "--rotation", "181"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"cadstn {argv[0]}: error: ") and "\n" not in err
+        assert argv[-1] in err and ("expected" in err or "centre_scale must be in (0, 1]" in err)
+    from keras_cadstn.demo import prepare_records
+    from keras_cadstn.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"centre_scale must be in \(0, 1\], got 2"):
+        prepare_records(DemoConfig(workdir=str(tmp_path / "api"), centre_scale=2))
+    assert not os.listdir(tmp_path)  # nothing made
 
 
 def test_eval_cli_prints_the_table_and_writes_plots(tmp_path, capsys, rng):

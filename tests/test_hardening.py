@@ -282,7 +282,8 @@ def test_tampered_bundles_fail_when_loaded(tiny_bundle, tmp_path):
     # another LSTM width; the record of what the networks were trained with refuses them
     for name, edit in (("f", lambda m: m["dataset"].update(cube=[30.0, 30.0, 30.0])),
                        ("g", lambda m: m["dataset"].update(joint_names=m["dataset"]["joint_names"][::-1])),
-                       ("h", lambda m: m["network"].update(lstm_units=m["network"]["lstm_units"] * 2))):
+                       ("h", lambda m: m["network"].update(lstm_units=m["network"]["lstm_units"] * 2)),
+                       ("k", lambda m: m["dataset"].update(centre_scale=0.5))):
         with pytest.raises(DataError, match="differ from what the networks were trained with"):
             load_bundle(_tampered_bundle(tiny_bundle, tmp_path / name, edit))
     # without the record (a bundle written before it), the model itself still refuses another LSTM width

@@ -19,9 +19,14 @@ class DatasetSpec:
     cube: tuple  # mm (x, y, z), full edge lengths
     joint_names: tuple
     reference_joint: int  # index (in joint_names) of the joint the hand crop is centred on
+    # ours: the crop's centre of mass is taken in the cube scaled by this (1: the paper's whole cube;
+    # smaller keeps the forearm and the body behind the hand out of it, docs/decisions.md)
+    centre_scale: float = 1.0
 
     def __post_init__(self):
         check_cube(self.cube)
+        if not 0 < float(self.centre_scale) <= 1:
+            raise ConfigError(f"{self.name}: centre_scale must be in (0, 1], got {self.centre_scale!r}")
         if not 0 <= int(self.reference_joint) < len(self.joint_names):
             raise ConfigError(f"{self.name}: reference joint {self.reference_joint} is not one of the "
                               f"{len(self.joint_names)} joints")
@@ -42,7 +47,12 @@ class DatasetSpec:
         if missing:
             raise DataError(f"dataset spec lacks {missing}")
         return cls(name=d["name"], camera=Camera.from_dict(d["camera"]), cube=tuple(d["cube"]),
-                   joint_names=tuple(d["joint_names"]), reference_joint=int(d["reference_joint"]))
+                   joint_names=tuple(d["joint_names"]), reference_joint=int(d["reference_joint"]),
+                   centre_scale=float(d.get("centre_scale", 1.0)))  # written before the option: the paper's
+
+    def centre_cube(self, cube=None) -> np.ndarray:
+        """The cube (this frame's, default the spec's) the crop's centre of mass is taken in."""
+        return np.asarray(self.cube if cube is None else cube, np.float64) * float(self.centre_scale)
 
     def with_camera(self, camera: Camera) -> "DatasetSpec":
         return dataclasses.replace(self, camera=camera)

@@ -197,11 +197,12 @@ def check_cube(cube) -> np.ndarray:
 
 
 def preprocess_frame(depth_mm, reference_uvd, cube, camera: Camera, size: int = 128,
-                     where: str = "frame"):
-    """Raw depth (mm) + reference point -> (normalised crop (size, size) float32, CropInfo)."""
+                     where: str = "frame", centre_scale: float = 1.0):
+    """Raw depth (mm) + reference point -> (normalised crop (size, size) float32, CropInfo); the
+    centre of mass is taken in the cube scaled by ``centre_scale`` (``DatasetSpec.centre_scale``)."""
     depth_mm = check_depth_image(np.asarray(depth_mm), camera, where)
     cube = check_cube(cube)
-    center = hand_center(depth_mm, reference_uvd, cube, camera, where=where)
+    center = hand_center(depth_mm, reference_uvd, cube * float(centre_scale), camera, where=where)
     crop, t = crop_and_normalize(depth_mm, center, cube, camera, size)
     return crop, CropInfo(center_uvd=center, center_xyz=camera.uvd_to_xyz(center), cube=cube,
                           transform=t)

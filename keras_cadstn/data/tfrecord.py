@@ -81,7 +81,7 @@ def _convert_frame(split: DatasetSplit, frame, image_size: int) -> bytes:
     depth = spec.camera.to_mm(split.read_depth(frame.path))
     ref = frame.joints_uvd[spec.reference_joint]
     crop, info = preprocess_frame(depth, ref, frame.cube, spec.camera, image_size,
-                                  where=f"{frame.path} (frame {frame.frame_index})")
+                                  where=f"{frame.path} (frame {frame.frame_index})", centre_scale=spec.centre_scale)
     return encode_example({
         "crop": crop, "joints": normalize_joints(frame.joints_xyz, info.center_xyz, info.cube),
         "joints_xyz": frame.joints_xyz, "center_xyz": info.center_xyz, "center_uvd": info.center_uvd,

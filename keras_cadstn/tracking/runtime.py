@@ -220,7 +220,8 @@ def sample_clips(bundle, num_clips: int = 2, records: str | None = None, seed: i
     cam, spec = bundle.camera, bundle.spec
     crops, centres = [], []
     for i, (depth_mm, _, ref_uvd) in enumerate(render_reference_frames(spec, num_clips * t, seed)):
-        crop, info = preprocess_frame(depth_mm, ref_uvd, spec.cube, cam, m, where=f"synthetic frame {i}")
+        crop, info = preprocess_frame(depth_mm, ref_uvd, spec.cube, cam, m, where=f"synthetic frame {i}",
+                                      centre_scale=spec.centre_scale)
         crops.append(crop)
         centres.append(info.center_xyz)
     cube = np.broadcast_to(np.asarray(spec.cube, np.float32), (num_clips * t, 3))

@@ -91,6 +91,7 @@ class HandTracker:
         self.bundle = bundle
         self.camera = bundle.camera
         self.cube = np.asarray(bundle.spec.cube, np.float64)
+        self.centre_cube = bundle.spec.centre_cube()  # the training crops' centre of mass is taken in this
         self.size = bundle.image_size
         self.units = bundle.config.lstm_units
         # default: the bundle's own detector (a preset's), else the package's
@@ -127,13 +128,13 @@ class HandTracker:
                 raise DataError(f"frame {self.frames - 1}: center_uvd must be 3 finite numbers (u px, v px, "
                                 f"d mm), got shape {center_uvd.shape}")
             try:
-                center, mode = hand_center(depth_mm, center_uvd, self.cube, self.camera), "given"
+                center, mode = hand_center(depth_mm, center_uvd, self.centre_cube, self.camera), "given"
             except NoHandError:
                 center, mode = None, "given"
         elif self.refiner is not None:
             center, mode = self.refined_centre(depth_mm)
         else:
-            center, mode = self.localiser.track(depth_mm, self.previous_uvd, self.cube, self.camera)
+            center, mode = self.localiser.track(depth_mm, self.previous_uvd, self.centre_cube, self.camera)
         if center is None:
             self.reset()
             return TrackResult(False, None, None, "no hand")
@@ -174,7 +175,7 @@ class HandTracker:
                 # the first of the two passes on every ``step``-th pixel, as the localiser's (on the
                 # demo's validation split the same error as at full resolution); the last on every
                 # ``centre_step``-th
-                center = hand_center(depth_mm, reference, self.cube, self.camera, coarse_step=self.localiser.step,
+                center = hand_center(depth_mm, reference, self.centre_cube, self.camera, coarse_step=self.localiser.step,
                                      final_step=self.centre_step)
             except NoHandError:
                 continue

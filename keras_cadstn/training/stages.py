@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cadstn import fileio, models
-from keras_cadstn.config import STAGES, STRATEGIES, CADSTNConfig, InputConfig, TrainConfig
+from keras_cadstn.config import STAGES, STRATEGIES, CADSTNConfig, InputConfig, RandomAffine, TrainConfig
 from keras_cadstn.data.pipeline import BAD_RECORD, make_dataset
 from keras_cadstn.errors import ConfigError, DataError, TrainingError
 from keras_cadstn.models.bundle import load_keras_model
@@ -168,7 +168,8 @@ def stage_input(pattern: str, stage: str, cfg: TrainConfig, mcfg: CADSTNConfig, 
     seq = STAGE_MODE[stage] == "sequences"
     return make_dataset(pattern, InputConfig(
         mode=STAGE_MODE[stage], seq_len=mcfg.seq_len, batch_size=batch_size or stage_batch_size(cfg, mcfg, stage),
-        augment=cfg.augment and training, shuffle=cfg.shuffle and training, repeat=training, seed=cfg.seed,
+        augment=cfg.augment and training, shuffle=cfg.shuffle and training,
+        random_affine=RandomAffine(max_rotation=cfg.rotation) if cfg.rotation and training else None, repeat=training, seed=cfg.seed,
         window_shift=max(mcfg.seq_len // 4, 1) if (seq and training) else None, drop_remainder=training,
         output_names=tuple(models.LOSS_WEIGHTS) if stage == "spatial" else None,
         centre_motion=seq and mcfg.centre_motion, num_shards=num_shards,

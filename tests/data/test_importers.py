@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import cv2
@@ -7,7 +8,7 @@ import scipy.io
 
 from keras_cadstn.data import icvl, nyu
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS
-from keras_cadstn.errors import DataError
+from keras_cadstn.errors import ConfigError, DataError
 
 
 def _write_nyu_split(split_dir, n=3, kinects=3):
@@ -23,6 +24,20 @@ def _write_nyu_split(split_dir, n=3, kinects=3):
         img[10, 20] = (3, 2, 99)  # B=3, G=2 -> 2 * 256 + 3 = 515 mm; R unused
         cv2.imwrite(nyu.depth_path(split_dir, i), img)
     return uvd
+
+
+def test_dataset_spec_centre_scale_round_trip_and_checks():
+    from keras_cadstn.data.frames import NYU, DatasetSpec
+    half = dataclasses.replace(NYU, centre_scale=0.5)
+    assert DatasetSpec.from_dict(half.to_dict()) == half
+    np.testing.assert_allclose(half.centre_cube(), [150.0, 150.0, 150.0])
+    np.testing.assert_allclose(half.centre_cube((249.0, 249.0, 249.0)), [124.5, 124.5, 124.5])  # a frame's own cube
+    old = NYU.to_dict()
+    old.pop("centre_scale")  # written before the option: the paper's whole cube
+    assert DatasetSpec.from_dict(old).centre_scale == 1.0
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ConfigError, match="centre_scale must be in"):
+            dataclasses.replace(NYU, centre_scale=bad)
 
 
 def test_nyu_read_depth_g_and_b_channels(tmp_path):

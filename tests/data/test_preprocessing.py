@@ -64,6 +64,24 @@ def test_hand_center_is_centre_of_mass_of_pixels_in_cube():
     np.testing.assert_allclose(c, [319.5, 239.5, 500.0])  # mean of 300..339 and 220..259
 
 
+def test_centre_scale_keeps_the_forearm_out_of_the_centre_of_mass():
+    """A 20x20 px palm at 500 mm centred on (319.5, 239.5) and a forearm 100-160 px below it (85-136 mm
+    at 500 mm): the whole 300 mm cube's centre of mass is dragged down the arm, the half cube's
+    (150 mm: 88 px each side) sees the palm alone, whose centre is exact."""
+    img = np.zeros((480, 640), np.float32)
+    img[230:250, 310:330] = 500.0
+    img[340:400, 314:326] = 520.0
+    start = [322.0, 236.0, 505.0]
+    whole = hand_center(img, start, (300, 300, 300), NYU_CAMERA)
+    assert whole[1] > 270.0  # arm pixels outnumber the palm's
+    np.testing.assert_allclose(hand_center(img, start, (150, 150, 150), NYU_CAMERA), [319.5, 239.5, 500.0])
+    _, info = preprocess_frame(img, start, (300, 300, 300), NYU_CAMERA, 32, centre_scale=0.5)
+    np.testing.assert_allclose(info.center_uvd, [319.5, 239.5, 500.0])
+    np.testing.assert_allclose(info.cube, [300, 300, 300])  # the crop keeps the whole cube
+    _, paper = preprocess_frame(img, start, (300, 300, 300), NYU_CAMERA, 32)
+    np.testing.assert_allclose(paper.center_uvd, whole)
+
+
 def test_hand_center_coarse_first_pass_ends_at_full_resolution():
     img = _block_image()
     cube = (300, 300, 300)

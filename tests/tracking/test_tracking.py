@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import numpy as np
@@ -29,6 +30,20 @@ def render(n, camera=NYU_CAMERA, seed=11):
 @pytest.fixture(scope="module")
 def frames():
     return render(6)
+
+
+def test_tracker_centres_the_crop_as_the_bundles_records_were(tiny_bundle, frames):
+    """A bundle trained on records with ``centre_scale`` 0.5 is tracked with the centre of mass in the
+    half cube, as ``preprocess_frame`` made its training crops; the crop keeps the whole cube."""
+    half = dataclasses.replace(tiny_bundle, spec=dataclasses.replace(tiny_bundle.spec, centre_scale=0.5))
+    depth, joints = frames[0]
+    ref = NYU_CAMERA.xyz_to_uvd(joints[PALM])
+    crop, info = preprocess_frame(depth, ref, half.spec.cube, NYU_CAMERA, 32, centre_scale=0.5)
+    result = HandTracker(half).update(depth, center_uvd=ref)
+    np.testing.assert_allclose(result.center_uvd, info.center_uvd)
+    np.testing.assert_array_equal(result.crop, crop)
+    whole = HandTracker(tiny_bundle).update(depth, center_uvd=ref)
+    assert np.linalg.norm(whole.center_uvd[:2] - result.center_uvd[:2]) > 1.0  # the setting is used
 
 
 @pytest.mark.slow

@@ -34,6 +34,27 @@ def test_learning_rate_schedules():
         TrainConfig(schedule="linear")
 
 
+def test_rotation_turns_training_crops_and_joints_in_the_image_plane(synth_records):
+    """``TrainConfig.rotation``: each training frame turned by a random angle, its joints with it (their
+    depth unchanged, their distance from the crop's centre nearly so); validation data never."""
+    from keras_cadstn.training.stages import stage_input
+    pattern = os.path.join(synth_records, "train", "*.tfrecord")
+    base = dict(steps={"baseline": 1}, batch_size=16, augment=False, shuffle=False)
+    take = lambda cfg, training=True: next(iter(stage_input(pattern, "baseline", cfg, TINY, training=training)))  # noqa: E731
+    (x0, y0), (x1, y1) = take(TrainConfig(**base)), take(TrainConfig(**base, rotation=180.0))
+    j0, j1 = y0.numpy().reshape(16, -1, 3), y1.numpy().reshape(16, -1, 3)
+    assert np.mean(np.abs(x0.numpy() - x1.numpy()) > 0.01) > 0.02  # the crops turned
+    np.testing.assert_allclose(j1[..., 2], j0[..., 2], atol=1e-5)  # in the image plane only
+    r0, r1 = np.linalg.norm(j0[..., :2], axis=-1), np.linalg.norm(j1[..., :2], axis=-1)
+    np.testing.assert_allclose(r1, r0, rtol=0.25)  # nearly: an off-axis crop's perspective changes them up to ~20%
+    angles = np.degrees(np.arctan2(j1[:, 0, 1], j1[:, 0, 0]) - np.arctan2(j0[:, 0, 1], j0[:, 0, 0])) % 360
+    assert np.ptp(angles) > 90  # random angles, not one
+    xv, _ = take(TrainConfig(**base, rotation=180.0), training=False)
+    np.testing.assert_array_equal(xv.numpy(), x0.numpy())
+    with pytest.raises(ValueError, match=r"rotation in \[0, 180\]"):
+        TrainConfig(rotation=270.0)
+
+
 def test_mean_joint_distance_loss_by_hand():
     from keras_cadstn.models import mean_joint_distance
     y_true = np.zeros((2, 1, 6), np.float32)
