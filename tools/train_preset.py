@@ -148,6 +148,8 @@ def card(recipe, f: dict) -> str:
     real_rows = "\n".join(f"| {row} | {r['found']} of {r['frames']} | {r['centre_median_mm']:.0f} | "
                           f"{r['joint_median_mm']:.1f} | {r['joint_mean_mm']:.1f} |" for row, r in real.items())
     refiner = "label-free + refiner" in real
+    turned = f", and every training crop turned by a random angle within +-{job.train.rotation:g} degrees" \
+        if job.train.rotation else ""
     return f"""# {name} (version {recipe.version})
 
 CADSTN (spatial, temporal and fusion networks, {job.image_size}x{job.image_size} crops, clips of T={job.seq_len}),
@@ -168,6 +170,8 @@ generates: no NYU, ICVL or other recorded data inside.
   of {job.refiner_person_frames} frames with a person behind the hand; the detector on {recipe.detector_sequences} scenes
   of {recipe.detector_frames} frames ({recipe.detector_steps} steps).
 - Steps: {steps}; batch {job.train.batch_size} frames, Adam {job.train.learning_rate:g}, cosine decay.
+- Crops centred on the centre of mass in the cube x {job.centre_scale:g} (1: the paper's whole cube); the paper's
+  rotation and flip copies{turned}.
 
 ## Storage
 Weights in float16, each distinct array once: {f['size_mb']:.1f} MB in all ({f['float32_mb']:.1f} MB in float32,
