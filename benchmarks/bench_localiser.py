@@ -2,7 +2,8 @@
 
 Renders synthetic sequences with a torso, head and arms 150-400 mm behind the hand (some with the
 other arm raised, some with an object beside the hand at its depth or nearer: ``SynthConfig(person=
-True)``), runs ``HandLocaliser`` frame by frame as ``HandTracker`` does and counts the frames whose
+True)``), runs ``HandLocaliser`` frame by frame (tracking from its own previous centre: without a pose
+network, where ``HandTracker`` starts from the reference joint its networks predicted) and counts the frames whose
 palm is found within 50 mm of the true one, and how far the crop centres lie; then the same scenes
 with the hand taken out of view, where the right answer is "no hand"; then the real RealSense
 frames in tests/data/real_frames (within 60 mm of the annotated palm).
@@ -24,7 +25,7 @@ REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "
 
 def synthetic_scenes(args, localiser, bundle=None):
     """Per frame: the palm found (``find_palm``) against the true palm; the tracker's crop centre
-    (``track``, as HandTracker) and the labelled crop centre (the training pre-processing's centre
+    (``track`` from its previous centre) and the labelled crop centre (the training pre-processing's centre
     of mass around the true palm) against the true palm; the tracker's crop centre against the
     labelled one (what the networks were trained on); with a ``bundle`` that has a centre refiner,
     its reference joint refined from this frame's detection (as HandTracker starts) against the true

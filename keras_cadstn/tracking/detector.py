@@ -60,6 +60,11 @@ class HandDetector:
         return (np.asarray(outputs["offset"], np.float64),
                 1.0 / (1.0 + np.exp(-np.asarray(outputs["hand"], np.float64)[:, 0])))
 
+    def probability(self, depth_mm, camera, point_uvd) -> float:
+        """How likely a hand's palm is at ``point_uvd``, unmoved."""
+        return float(self.predict(detector_crop(depth_mm, np.asarray(point_uvd, np.float64), camera,
+                                                self.config)[None])[1][0])
+
     def __call__(self, depth_mm, camera, proposals) -> tuple | None:
         cfg = self.config
         cube = np.full(3, cfg.cube_mm)

@@ -32,9 +32,11 @@ class HandLocaliser:
        it finds a hand; none kept: no hand. ``detector_path=None`` stops at step 4.
     ``detect`` then centres the crop as the training pre-processing does (centre of mass in the
     cube, repeated once) from the palm, with pixels deeper than d0 + near band + 30 mm left out.
-    ``track``: the same refinement from the previous frame's centre, pixels deeper than it +
-    ``near_band_mm`` left out; detection again when that cube is empty (detecting in every frame
-    follows occluders passing in front of the hand). Detection looks at every ``step``-th pixel.
+    ``track``: the same refinement from a point of the previous frame (HandTracker gives the hand's
+    reference joint as its networks predicted it), pixels deeper than it + ``near_band_mm`` left
+    out; detection again when that cube is empty or, asked to ``verify``, when the detector finds
+    no hand at the point (detecting in every frame follows occluders passing in front of the hand
+    and costs the detector's passes). Detection looks at every ``step``-th pixel.
     Measured: docs/results.md, "Finding the hand".
     """
     band_mm: tuple = (100.0, 1500.0)
@@ -114,12 +116,26 @@ class HandLocaliser:
         except NoHandError:
             return None
 
-    def track(self, depth_mm: np.ndarray, previous_uvd, cube, camera) -> tuple:
-        """(centre uvd or None, 'tracked' | 'detected')."""
-        if previous_uvd is not None:
-            try:
-                return hand_center(depth_mm, previous_uvd, cube, camera, coarse_step=self.step,
-                                   far_limit=previous_uvd[2] + self.near_band_mm), "tracked"
-            except NoHandError:
-                pass
-        return self.detect(depth_mm, cube, camera), "detected"
+    def is_hand(self, depth_mm: np.ndarray, point_uvd, camera) -> bool:
+        """Whether the learned detector sees a hand at ``point_uvd`` (without it: True, unchecked)."""
+        if self.detector_path is None:
+            return True
+        detector = load_detector(self.detector_path)
+        return detector.probability(depth_mm, camera, point_uvd) >= detector.config.threshold
+
+    def track(self, depth_mm: np.ndarray, previous_uvd, cube, camera, verify: bool = False) -> tuple:
+        """(centre uvd or None, 'tracked' | 'detected'). ``verify``: where the detector sees no hand at
+        ``previous_uvd`` and finds one elsewhere, that one (a hand briefly hidden behind an
+        occluder is found nowhere, and stays tracked)."""
+        if previous_uvd is None:
+            return self.detect(depth_mm, cube, camera), "detected"
+        searched = verify and not self.is_hand(depth_mm, previous_uvd, camera)
+        if searched:
+            detected = self.detect(depth_mm, cube, camera)
+            if detected is not None:
+                return detected, "detected"
+        try:
+            return hand_center(depth_mm, previous_uvd, cube, camera, coarse_step=self.step,
+                               far_limit=previous_uvd[2] + self.near_band_mm), "tracked"
+        except NoHandError:
+            return (None if searched else self.detect(depth_mm, cube, camera)), "detected"

@@ -1,6 +1,7 @@
 """Real-time tracking: raw depth frames in, 3D joints in camera mm out, one frame at a time.
 
-Per frame: find the hand from the depth alone (or from a given centre), move that centre to the
+Per frame: find the hand from the depth alone (detection, then the centre of mass around the reference
+joint the networks predicted in the last frame; or from a given centre), move that centre to the
 hand's reference joint with the bundle's centre refiner where it has one (``keras_cadstn.tracking.refiner``),
 crop and normalise it as in training (the bundle's camera, cube and crop size), run one streaming
 CADSTN step (spatial network, temporal LSTM step with the state carried from the previous frame,
@@ -67,6 +68,10 @@ def make_runner(bundle, which: str = "step", backend: str = "keras", precision: 
 
 # ----------------------------------------------------------------------------- tracker
 
+# ours: tracked frames between the detector's checks that the tracked point is still a hand (a hand
+# that left the view, a crop that slid onto the body); one 32x32 pass each time; 4: validation, decisions.md
+VERIFY_EVERY = 4
+
 class HandTracker:
     """Feed raw depth frames (the sensor's full image, in the bundle camera's depth unit).
 
@@ -115,7 +120,9 @@ class HandTracker:
         self.h = np.zeros((1, self.units), np.float32)
         self.c = np.zeros((1, self.units), np.float32)
         self.previous_uvd = None
-        self.previous_reference = None  # the refiner's reference joint in the last frame (uvd)
+        # the hand's reference joint in the last frame (uvd): the refiner's, else the pose network's
+        self.previous_reference = None
+        self.tracked = 0  # frames tracked since the detector last looked
         self.since_reset = 0
 
     def update(self, depth, center_uvd=None) -> TrackResult:
@@ -134,7 +141,12 @@ class HandTracker:
         elif self.refiner is not None:
             center, mode = self.refined_centre(depth_mm)
         else:
-            center, mode = self.localiser.track(depth_mm, self.previous_uvd, self.centre_cube, self.camera)
+            # from the reference joint the networks predicted in the last frame: the previous crop
+            # centre's own centre of mass drifts down the forearm (docs/results.md, "Finding the hand")
+            verify = self.tracked >= VERIFY_EVERY
+            center, mode = self.localiser.track(depth_mm, self.previous_reference, self.centre_cube, self.camera,
+                                                verify=verify)
+            self.tracked = 0 if verify or mode == "detected" else self.tracked + 1
         if center is None:
             self.reset()
             return TrackResult(False, None, None, "no hand")
@@ -151,6 +163,10 @@ class HandTracker:
         self.previous_uvd = center
         self.since_reset += 1
         joints_mm = joints_to_mm(np.asarray(joints)[0], center_xyz, self.cube)
+        if self.refiner is None:
+            reference = joints_mm[self.bundle.spec.reference_joint]
+            # a joint predicted at or behind the camera is no point to track from: detect next frame
+            self.previous_reference = self.camera.xyz_to_uvd(reference) if reference[2] > 0 else None
         return TrackResult(True, joints_mm, center, mode, crop)
 
     def refined_centre(self, depth_mm) -> tuple:

@@ -124,6 +124,38 @@ def test_localiser_skips_what_is_not_palm_sized_and_falls_back_on_the_previous_c
     palm, _ = loc.find_palm(depth, NYU_CAMERA)
     assert np.linalg.norm(NYU_CAMERA.uvd_to_xyz(palm) - joints[32]) < 50.0
     assert loc.find_palm(scene.render(0, hand=False)[0], NYU_CAMERA) is None
+    # a tracked point that slid onto the body behind the hand: kept unless verified
+    small = cube / 2
+    vs, us = np.nonzero((depth > joints[32, 2] + 150.0) & (depth < 1500.0))
+    body = np.array([us[len(us) // 2], vs[len(vs) // 2], depth[vs[len(vs) // 2], us[len(us) // 2]]], np.float64)
+    tracked, mode = loc.track(depth, body, small, NYU_CAMERA)
+    assert mode == "tracked" and np.linalg.norm(NYU_CAMERA.uvd_to_xyz(tracked) - joints[32]) > 100.0
+    checked, mode = loc.track(depth, body, small, NYU_CAMERA, verify=True)
+    if detector_path is None:  # nothing to verify with: the same point
+        assert mode == "tracked" and np.allclose(checked, tracked)
+    else:
+        assert mode == "detected" and np.linalg.norm(NYU_CAMERA.uvd_to_xyz(checked) - joints[32]) < 50.0
+        assert loc.is_hand(depth, palm, NYU_CAMERA) and not loc.is_hand(depth, body, NYU_CAMERA)
+    # verified where no hand is found anywhere (the board): the tracked point is kept
+    centre, mode = loc.track(board, np.array([320.0, 240.0, 700.0]), cube, NYU_CAMERA, verify=True)
+    assert mode == "tracked" and abs(centre[2] - 700.0) < 1.0
+
+
+def test_tracker_follows_the_reference_joint_it_predicted(tiny_bundle, frames):
+    """Without a refiner, each frame's centre of mass starts from the reference joint the networks
+    predicted in the previous frame; the detector checks the point every VERIFY_EVERY frames."""
+    tracker = HandTracker(tiny_bundle)
+    cam, ref = NYU_CAMERA, tiny_bundle.spec.reference_joint
+    first = tracker.update(frames[0][0])
+    assert first.mode == "detected"
+    seed = cam.xyz_to_uvd(first.joints_mm[ref])
+    np.testing.assert_allclose(tracker.previous_reference, seed)
+    second = tracker.update(frames[1][0])
+    expected = hand_center(frames[1][0].astype(np.float64), seed, tiny_bundle.spec.centre_cube(), cam,
+                           coarse_step=tracker.localiser.step, far_limit=seed[2] + tracker.localiser.near_band_mm)
+    assert second.mode == "tracked"
+    np.testing.assert_allclose(second.center_uvd, expected)
+    assert tracker.tracked == 1
 
 
 def test_no_hand_resets_the_state_then_recovers(tiny_bundle, frames):
