@@ -140,7 +140,9 @@ class MotionGenerator:
 
     def params(self, frame: int) -> dict:
         t = frame / self.config.fps
-        g = 0.5 + 0.5 * self._signal("grasp", t)
+        # a sum of sinusoids dwells near its middle: 'grasp' opens the hand fully (g < 0.1) in 3% of
+        # frames; 'grasp_wide' stretches it to about even over open to closed (12% open)
+        g = float(np.clip(0.5 + (0.8 if self.config.poses == "grasp_wide" else 0.5) * self._signal("grasp", t), 0, 1))
         flex = [g + 0.35 * self._signal(f"wave{k}", t) for k in range(4)]
         z0, z1 = self.config.depth_range
         return {"flex": flex, "spread": (0.5 + 0.5 * self._signal("spread", t)) * (1 - g),

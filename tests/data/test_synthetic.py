@@ -54,6 +54,28 @@ def test_motion_is_smooth_and_within_range():
     assert ((uvd[:, 0] > 0) & (uvd[:, 0] < 640) & (uvd[:, 1] > 0) & (uvd[:, 1] < 480)).all()
 
 
+def test_grasp_wide_spreads_the_grasp_from_open_to_closed():
+    """'grasp_wide': g = clip(0.5 + 0.8 s) of the same grasp signal s where 'grasp' has 0.5 + 0.5 s, so
+    its hands are fully open (g < 0.1) far more often; the other parameters are the same."""
+    from keras_cadstn.config import SynthConfig
+    from keras_cadstn.data.synthetic_hand import MotionGenerator
+    open_share = {}
+    for poses in ("grasp", "grasp_wide"):
+        g = []
+        for seed in range(20):
+            m = MotionGenerator(np.random.default_rng(seed), SynthConfig(poses=poses))
+            for frame in range(0, 160, 4):
+                s = m._signal("grasp", frame / 30.0)
+                p = m.params(frame)
+                expected = 0.5 + 0.5 * s if poses == "grasp" else min(max(0.5 + 0.8 * s, 0.0), 1.0)
+                # thumb flex = g + 0.3 * its wave: g recovered by hand
+                assert p["thumb_flex"] - 0.3 * m._signal("wave4", frame / 30.0) == pytest.approx(expected)
+                assert p["thumb_abduction"] == pytest.approx(0.5 + 0.5 * m._signal("thumb_abduction", frame / 30.0))
+                g.append(expected)
+        open_share[poses] = np.mean(np.asarray(g) < 0.1)
+    assert open_share["grasp"] < 0.06 and open_share["grasp_wide"] > 0.09
+
+
 def test_a_person_behind_the_hand():
     """person=True: the same hand (its own random stream), a body 150-400 mm behind the palm, and the
     scene without the hand for "no hand" checks."""
