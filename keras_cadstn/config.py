@@ -388,9 +388,9 @@ def preset(name: str = DEFAULT_PRESET, workdir: str | None = None) -> PresetReci
     workdir = workdir or os.path.join(cache_dir(), "preset_" + name)
     train = dataclasses.replace(DEMO_TRAINING, steps=PRESET_STEPS, deterministic=True)
     if name in PRESET_NAMES[:2]:
-        # version 2: crops centred in half the cube, on the hand rather than the arm (docs/decisions.md)
-        return PresetRecipe(name, 2, DemoConfig(workdir=workdir, train_sequences=32, val_sequences=4, test_sequences=4,
-                                                image_size=int(name.rsplit("_", 1)[1]), train=train, centre_scale=0.5))
+        # version 3: crops centred on the hand (half the cube), open hands as often as closed (decisions.md)
+        return PresetRecipe(name, 3, DemoConfig(workdir=workdir, train_sequences=32, val_sequences=4, test_sequences=4, train=train,
+                                                image_size=int(name.rsplit("_", 1)[1]), centre_scale=0.5, poses="grasp_wide"))
     if name == "tiny_test":
         train = dataclasses.replace(train, steps=dict.fromkeys(PRESET_STEPS, 4), batch_size=8, checkpoint_every=4)
         job = DemoConfig(workdir=workdir, frames_per_sequence=24, train_sequences=2, val_sequences=1, test_sequences=1,

@@ -8,7 +8,7 @@ Every stage of the main job (synthetic data, records, the five CADSTN stages, th
 the low-rank step), then the hand detector, then the pack and the card's measurements. Seeded, with
 deterministic ops: the same command on the same machine makes the same files. Killed at any point,
 the same command resumes (each stage from its last backup, finished stages loaded; the detector,
-a few minutes, restarts). 39 minutes on 2 CPU cores for the 64x64 preset; tiny_test takes a minute.
+a few minutes, restarts). About 50 minutes on 2 CPU cores for the 64x64 preset; tiny_test takes a minute.
 """
 import argparse
 import os
