@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from keras_cadstn.camera import NYU_CAMERA
+from keras_cadstn.config import SynthConfig
 from keras_cadstn.data import nyu
 from keras_cadstn.data.synthetic import SequenceRenderer, write_synthetic_nyu
+from keras_cadstn.data.synthetic_hand import MotionGenerator
+from keras_cadstn.data.synthetic_scene import render_ellipsoid
 
 
 @pytest.mark.slow
@@ -57,8 +60,6 @@ def test_motion_is_smooth_and_within_range():
 def test_grasp_wide_spreads_the_grasp_from_open_to_closed():
     """'grasp_wide': g = clip(0.5 + 0.8 s) of the same grasp signal s where 'grasp' has 0.5 + 0.5 s, so
     its hands are fully open (g < 0.1) far more often; the other parameters are the same."""
-    from keras_cadstn.config import SynthConfig
-    from keras_cadstn.data.synthetic_hand import MotionGenerator
     open_share = {}
     for poses in ("grasp", "grasp_wide"):
         g = []
@@ -79,7 +80,6 @@ def test_grasp_wide_spreads_the_grasp_from_open_to_closed():
 def test_a_person_behind_the_hand():
     """person=True: the same hand (its own random stream), a body 150-400 mm behind the palm, and the
     scene without the hand for "no hand" checks."""
-    from keras_cadstn.config import SynthConfig
     checked = 0
     for seed in range(20):
         alone, scene = SequenceRenderer(seed, SynthConfig()), SequenceRenderer(seed, SynthConfig(person=True))
@@ -106,7 +106,6 @@ def test_ellipsoid_rendered_in_its_box_equals_every_pixel_solved():
     """render_ellipsoid computes only inside the projection of the ellipsoid's bounding box; every
     pixel solved on its own (ray t*(x, y, 1) against the ellipsoid) must give the same image,
     also for an ellipsoid cut by the image border and one reaching behind the camera."""
-    from keras_cadstn.data.synthetic_scene import render_ellipsoid
     cam = NYU_CAMERA
     vv, uu = np.mgrid[0:cam.height, 0:cam.width]
     x, y = (uu - cam.cx) / cam.fx, (vv - cam.cy) / cam.fy
