@@ -133,7 +133,8 @@ def add_world_arguments(p, defaults) -> None:
     p.add_argument("--hand", choices=HANDS, default=defaults.hand,
                    help="the synthetic hand: spheres (procedural) or mesh (the skinned WebXR hand)")
     p.add_argument("--poses", choices=POSES, default=defaults.poses,
-                   help="grasp (one grasp signal), grasp_wide (the same, open to closed evenly) or gestures "
+                   help="grasp (one grasp signal), grasp_wide (the same, open to closed evenly), grasp_spread "
+                        "(grasp_wide with each finger spread up to its own limit; --hand spheres) or gestures "
                         "(common gestures, any view; needs --hand mesh)")
     p.add_argument("--sensor", choices=SENSORS, default=defaults.sensor,
                    help="depth sensor artefacts: basic, kinect1, sr300, d400, or mixed (a family per sequence)")

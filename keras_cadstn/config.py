@@ -23,7 +23,7 @@ TEMPORAL_INITS = ("baseline_frozen", "baseline_finetune", "scratch")
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")  # TFLite; ONNX is float32
 BACKENDS = ("keras", "tflite", "onnx")
 SOURCE_KINDS = ("realsense[:SERIAL]", "bag:FILE", "openni", "pngs:DIR", "nyu:ROOT", "icvl:ROOT")
-HANDS, POSES, SENSORS = ("spheres", "mesh"), ("grasp", "grasp_wide", "gestures"), ("basic", "kinect1", "sr300", "d400", "mixed")
+HANDS, POSES, SENSORS = ("spheres", "mesh"), ("grasp", "grasp_wide", "grasp_spread", "gestures"), ("basic", "kinect1", "sr300", "d400", "mixed")
 SCENES = ("behind", "beside_head", "in_front_of_face", "touching_torso")  # where the person is
 SHARDS = 8  # TFRecord files per converted split
 SYNTH_SPLITS = (256, 4, 2)  # write_synthetic_nyu: frames per sequence, training and test sequences
@@ -107,8 +107,7 @@ class RefinerConfig(_CropNetworkSettings):
     perturb_mm: float = 35.0
     max_offset_mm: float = 100.0
     samples_per_frame: int = 8  # 8 crops per frame tracked better than 4 on validation
-    # optional surface check: a joint further behind its pixel's depth is put behind_surface_mm behind
-    # it; off, as it raised the validation error (docs/decisions.md)
+    # optional: a joint further behind its pixel's depth is put behind_surface_mm behind it (off: decisions.md)
     max_behind_surface_mm: float | None = None
     behind_surface_mm: float = 14.0
     # whether the tracker runs it unless told otherwise: only once measured to help on real frames
@@ -244,7 +243,7 @@ class SynthConfig:
     """How the synthetic sequences look; defaults mimic NYU (hand 450-750 mm from a Kinect)."""
     camera: Camera = NYU_CAMERA
     hand_scale: float = 1.0
-    # ours, the world's options (docs/synthetic.md): HANDS, POSES (gestures: mesh only), SENSORS
+    # ours, the world's options (docs/synthetic.md): HANDS, POSES (gestures: mesh only; grasp_spread: spheres), SENSORS
     hand: str = "spheres"
     poses: str = "grasp"
     sensor: str = "basic"
@@ -276,8 +275,9 @@ class SynthConfig:
             raise ConfigError(f"scenes: {len(SCENES)} weights >= 0 for {SCENES}, not all 0; got {self.scenes}")
         if self.hand not in HANDS or self.poses not in POSES:
             raise ConfigError(f"hand must be one of {HANDS} and poses one of {POSES}, got {self.hand!r}, {self.poses!r}")
-        if self.poses == "gestures" and self.hand != "mesh":
-            raise ConfigError("poses='gestures' needs hand='mesh' (the procedural hand has no joint angles)")
+        needs = {"gestures": "mesh", "grasp_spread": "spheres"}.get(self.poses, self.hand)
+        if self.hand != needs:  # the procedural hand has no joint angles; the mesh has its own spread limits
+            raise ConfigError(f"poses={self.poses!r} needs hand={needs!r}")
 
 
 DEMO_TRAINING = TrainConfig(steps={**BENCHMARK_STEPS, "temporal": 600}, batch_size=64, checkpoint_every=250,

@@ -36,6 +36,11 @@ FLEX_LIMITS = (85.0, 100.0, 67.0)
 SPREAD = {"pinky": -14.0, "ring": -5.0, "middle": 0.0, "index": 7.0}
 
 
+# 'grasp_spread': each finger's own spread up to about its knuckle's abduction limit (index ~20°,
+# little finger ~30° from the middle finger), where SPREAD fans the whole hand by a third of that
+SPREAD_WIDE = {"pinky": -30.0, "ring": -12.0, "middle": 0.0, "index": 20.0}
+
+
 def rotation(roll, yaw, pitch):
     cr, sr, cy, sy, cp, sp = np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
@@ -86,7 +91,7 @@ class HandModel:
         for k, name in enumerate(FINGERS):
             flex = np.clip(p["flex"][k], 0, 1)
             angles = (FLEX_LIMITS[0] * flex, FLEX_LIMITS[1] * flex, FLEX_LIMITS[2] * flex)
-            spread = SPREAD[name] * p["spread"]
+            spread = p["spread_deg"][k] if "spread_deg" in p else SPREAD[name] * p["spread"]
             kx, ky = KNUCKLES[name]
             mcp, pip, dip, tip = _finger_points(np.array([kx, ky, 0.0]) * s, np.array(BONES[name]) * s,
                                                 spread, angles)
@@ -131,6 +136,8 @@ class MotionGenerator:
         self.rng, self.config = rng, config
         names = ["grasp", "spread", "thumb_abduction", "roll", "yaw", "pitch", "x", "y", "z"] + \
                 [f"wave{k}" for k in range(5)]
+        if config.poses == "grasp_spread":  # drawn after the others: the other modes' motion stays as it was
+            names += [f"spread{k}" for k in range(4)]
         self.waves = {n: (rng.uniform(0.03, 0.4, 3), rng.uniform(0, 2 * np.pi, 3), rng.uniform(0.3, 1, 3))
                       for n in names}
 
@@ -141,11 +148,17 @@ class MotionGenerator:
     def params(self, frame: int) -> dict:
         t = frame / self.config.fps
         # a sum of sinusoids dwells near its middle: 'grasp' opens the hand fully (g < 0.1) in 3% of
-        # frames; 'grasp_wide' stretches it to about even over open to closed (12% open)
-        g = float(np.clip(0.5 + (0.8 if self.config.poses == "grasp_wide" else 0.5) * self._signal("grasp", t), 0, 1))
+        # frames; 'grasp_wide' and 'grasp_spread' stretch it to about even over open to closed (12% open)
+        wide = self.config.poses in ("grasp_wide", "grasp_spread")
+        g = float(np.clip(0.5 + (0.8 if wide else 0.5) * self._signal("grasp", t), 0, 1))
         flex = [g + 0.35 * self._signal(f"wave{k}", t) for k in range(4)]
         z0, z1 = self.config.depth_range
-        return {"flex": flex, "spread": (0.5 + 0.5 * self._signal("spread", t)) * (1 - g),
+        spread = {}
+        if self.config.poses == "grasp_spread":  # the hand's fan stretched like g, each finger off it by its own wave
+            fan = np.clip(0.5 + 0.8 * self._signal("spread", t), 0, 1)
+            spread["spread_deg"] = [SPREAD_WIDE[f] * (1 - g) * float(np.clip(fan + 0.3 * self._signal(f"spread{k}", t), 0, 1))
+                                    for k, f in enumerate(FINGERS)]
+        return {**spread, "flex": flex, "spread": (0.5 + 0.5 * self._signal("spread", t)) * (1 - g),
                 "thumb_flex": g + 0.3 * self._signal("wave4", t),
                 "thumb_abduction": 0.5 + 0.5 * self._signal("thumb_abduction", t),
                 "roll": np.radians(40) * self._signal("roll", t), "yaw": np.radians(35) * self._signal("yaw", t),

@@ -5,9 +5,10 @@ import pytest
 
 from keras_cadstn.camera import NYU_CAMERA
 from keras_cadstn.config import SynthConfig
+from keras_cadstn.errors import ConfigError
 from keras_cadstn.data import nyu
 from keras_cadstn.data.synthetic import SequenceRenderer, write_synthetic_nyu
-from keras_cadstn.data.synthetic_hand import MotionGenerator
+from keras_cadstn.data.synthetic_hand import FINGERS, SPREAD_WIDE, HandModel, MotionGenerator
 from keras_cadstn.data.synthetic_scene import render_ellipsoid
 
 
@@ -75,6 +76,35 @@ def test_grasp_wide_spreads_the_grasp_from_open_to_closed():
                 g.append(expected)
         open_share[poses] = np.mean(np.asarray(g) < 0.1)
     assert open_share["grasp"] < 0.06 and open_share["grasp_wide"] > 0.09
+
+
+def test_grasp_spread_fans_each_finger_up_to_its_own_limit():
+    """'grasp_spread': finger k's spread is SPREAD_WIDE[k] (1 - g) clip(fan + 0.3 w_k) with the fan
+    stretched like g; the posed finger's direction in the palm plane shows that angle (hand-computed
+    from its MCP and PIP joints, flexion bends it only towards the camera). 'grasp_wide' draws the
+    same motion as before: its parameters have no per-finger spread and match a fresh generator."""
+    spread_max = []
+    for seed in range(10):
+        m = MotionGenerator(np.random.default_rng(seed), SynthConfig(poses="grasp_spread"))
+        wide = MotionGenerator(np.random.default_rng(seed), SynthConfig(poses="grasp_wide"))
+        for frame in range(0, 160, 8):
+            t, p = frame / 30.0, m.params(frame)
+            g = min(max(0.5 + 0.8 * m._signal("grasp", t), 0.0), 1.0)
+            fan = min(max(0.5 + 0.8 * m._signal("spread", t), 0.0), 1.0)
+            for k, finger in enumerate(FINGERS):
+                w = min(max(fan + 0.3 * m._signal(f"spread{k}", t), 0.0), 1.0)
+                assert p["spread_deg"][k] == pytest.approx(SPREAD_WIDE[finger] * (1 - g) * w)
+            joints, _, _ = HandModel().pose(p)
+            for k in range(4):
+                mcp, pip = joints[6 * k + 5], joints[6 * k + 3]  # NYU order: tip, .., PIP, .., MCP
+                d = pip - mcp
+                # the palm frame's "up" is -y; spread turns the finger towards +x
+                assert np.degrees(np.arctan2(d[0], -d[1])) == pytest.approx(p["spread_deg"][k], abs=1e-6)
+            spread_max.append(max(abs(a) for a in p["spread_deg"]))
+            assert "spread_deg" not in wide.params(frame)
+    assert max(spread_max) > 25  # the little finger reaches past the old fan's 14 degrees
+    with pytest.raises(ConfigError, match="needs hand='spheres'"):
+        SynthConfig(hand="mesh", poses="grasp_spread")
 
 
 def test_a_person_behind_the_hand():
