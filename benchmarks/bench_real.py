@@ -7,7 +7,7 @@ palm. With ``--workdir`` the same tracker's error on that demo workdir's synthet
 printed beside it, so that no real-frame gain is paid for silently on synthetic data.
 
 Run: python benchmarks/bench_real.py --bundle ~/.cache/keras_cadstn/demo/bundle | --preset NAME [--frames DIR]
-     [--workdir ~/.cache/keras_cadstn/demo] [--out DIR]
+     [--workdir ~/.cache/keras_cadstn/demo] [--upright on|off] [--refiner] [--out DIR]
 """
 import os
 import sys
@@ -27,9 +27,9 @@ from keras_cadstn.tracking.evaluate import FOUND_MM, real_frame_errors, summaris
 from keras_cadstn.tracking.tracker import HandTracker  # noqa: E402
 
 
-def real_table(bundle, frames, refine=None) -> tuple:
+def real_table(bundle, frames, refine=None, upright=None) -> tuple:
     """(printed rows, summaries by centre) over the annotated frames."""
-    tracker = HandTracker(bundle.with_camera(frames[0].camera), refine=refine)
+    tracker = HandTracker(bundle.with_camera(frames[0].camera), refine=refine, upright=upright)
     rows, summaries = [], {}
     for centre in ("localiser", "palm"):
         results = [real_frame_errors(tracker, f, centre) for f in frames]
@@ -43,9 +43,10 @@ def real_table(bundle, frames, refine=None) -> tuple:
 def main(args):
     bundle = load_bundle(args.bundle) if args.bundle else load_preset(args.preset)
     frames = read_annotated_frames(args.frames)
-    rows, summaries = real_table(bundle, frames, refine=True if args.refiner else None)
+    upright = {"on": True, "off": False}[args.upright]
+    rows, summaries = real_table(bundle, frames, refine=True if args.refiner else None, upright=upright)
     print(f"Real frames of {args.frames} ({len(frames)}), {'bundle ' + args.bundle if args.bundle else 'preset ' + args.preset}"
-          f"{' with its centre refiner' if args.refiner else ''}; mm at the palm's depth:\n")
+          f"{' with its centre refiner' if args.refiner else ''}, upright {args.upright}; mm at the palm's depth:\n")
     print(common.table(["frame", "centre", f"found (≤ {FOUND_MM:.0f} mm)", "centre to palm"] + list(JOINTS), rows))
     print()
     overall = [[c, f"{s['summary']['found']} of {s['summary']['frames']}", f"{s['summary']['centre_median_mm']:.0f}",
@@ -54,7 +55,7 @@ def main(args):
     figures = {"real": summaries}
     if args.workdir:
         split = load_split("nyu", os.path.join(args.workdir, "synthetic_nyu"), "test")
-        gt, pred, info = track_split(HandTracker(bundle), split, centre="localiser", progress=False)
+        gt, pred, info = track_split(HandTracker(bundle, upright=upright), split, centre="localiser", progress=False)
         figures["synthetic_test_mm"] = synthetic = float(np.nanmean(per_frame_error(gt, pred)))
         figures["synthetic_no_hand_frames"] = info["no_hand_frames"]
         print(f"synthetic test split of {args.workdir}, label-free: {synthetic:.2f} mm mean joint error over the "
@@ -73,4 +74,6 @@ if __name__ == "__main__":
     p.add_argument("--workdir", help="a cadstn demo workdir: also its synthetic test split's label-free error")
     p.add_argument("--refiner", action="store_true", help="the tracker with the bundle's centre refiner, whether or "
                    "not its config turns it on by default")
+    p.add_argument("--upright", choices=("on", "off"), default="on", help="turn crops so the hand's axis lies on a "
+                   "crop axis (HandTracker's upright; default on, as cadstn track)")
     common.run("bench_real", main, p)

@@ -141,6 +141,58 @@ def crop_and_normalize(depth_mm, center_uvd, cube, camera: Camera, size: int = 1
     return normalised, t
 
 
+def principal_angle(crop) -> float | None:
+    """The in-plane direction of the hand in a normalised crop: the principal axis of the positions
+    of its pixels in front of the background, in degrees within (-90, 90] from the crop's vertical,
+    positive towards +u (clockwise as shown); None with fewer than 3 such pixels."""
+    rows, cols = np.nonzero(np.asarray(crop) < HAND_LIMIT)
+    if rows.size < 3:
+        return None
+    cov = np.cov(np.stack([cols, rows]).astype(np.float64))
+    a, b = np.linalg.eigh(cov)[1][:, -1]  # the larger eigenvalue's axis: (u, v) components
+    angle = float(np.degrees(np.arctan2(a, -b)))
+    return angle - 180.0 if angle > 90.0 else angle + 180.0 if angle <= -90.0 else angle
+
+
+def upright_turn(crop) -> float:
+    """The turn (degrees within (-45, 45]) that puts the hand's principal axis on the crop's nearest
+    axis, where the paper's ±90°/180° copies put every training hand; 0 without a hand."""
+    angle = principal_angle(crop)
+    return 0.0 if angle is None else -((angle + 45.0) % 90.0 - 45.0)
+
+
+def turn_matrix(degrees: float) -> np.ndarray:
+    """2x2 map of centred crop pixels (u right, v down) turning a direction by ``degrees`` clockwise."""
+    t = np.radians(degrees)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+def turn_crop(crop, degrees: float) -> np.ndarray:
+    """The crop turned by ``degrees`` about its middle (``turn_matrix``), nearest neighbour; pixels
+    turned in from outside are background."""
+    crop = np.asarray(crop)
+    size, mid = crop.shape[0], (crop.shape[0] - 1) / 2.0
+    new = np.stack(np.meshgrid(np.arange(size) - mid, np.arange(size) - mid), -1)  # (v, u, [u, v])
+    old = np.rint(new @ turn_matrix(degrees) + mid).astype(np.int64)  # new = R old -> old = R^T new
+    ok = ((old >= 0) & (old < size)).all(-1)
+    out = np.full_like(crop, BACKGROUND)
+    out[ok] = crop[old[ok][:, 1], old[ok][:, 0]]
+    return out
+
+
+def turn_joints_back(joints_xyz, degrees: float, center_uvd, cube, camera: Camera, size: int) -> np.ndarray:
+    """Joints (K, 3) mm predicted on a crop turned by ``degrees`` (``turn_crop``) as joints of the
+    unturned frame: each joint's crop pixel turned back about the crop's middle, at its own depth
+    (exact for the crop's perspective, as the training augmentation)."""
+    joints_xyz = np.asarray(joints_xyz, np.float64)
+    t, mid = crop_transform(center_uvd, np.asarray(cube, np.float64), camera, size), (size - 1) / 2.0
+    uvd = camera.xyz_to_uvd(joints_xyz)
+    turned = np.stack([t[0, 0] * uvd[:, 0] + t[0, 2], t[1, 1] * uvd[:, 1] + t[1, 2]], -1) - mid
+    back = turned @ turn_matrix(degrees) + mid  # R^T
+    uv = np.stack([(back[:, 0] - t[0, 2]) / t[0, 0], (back[:, 1] - t[1, 2]) / t[1, 1]], -1)
+    return camera.uvd_to_xyz(np.concatenate([uv, uvd[:, 2:]], -1))
+
+
 def normalize_joints(joints_xyz, center_xyz, cube) -> np.ndarray:
     """mm -> cube-normalised: (xyz - centre) / (cube / 2)."""
     return (np.asarray(joints_xyz, np.float64) - center_xyz) / (np.asarray(cube, np.float64) / 2.0)

@@ -10,8 +10,14 @@ from keras_cadstn.data.preprocessing import (
     denormalize_joints,
     hand_center,
     normalize_joints,
+    crop_transform,
     preprocess_frame,
+    principal_angle,
     slice_volume,
+    turn_crop,
+    turn_joints_back,
+    turn_matrix,
+    upright_turn,
 )
 from keras_cadstn.errors import ConfigError, DataError, NoHandError
 
@@ -252,3 +258,61 @@ def test_slice_volume_edges(float_steps):
     crop[0, 6, 7] = HAND_LIMIT - 1 / 64  # 0.953125: hand, the new Dmax, last slice; 0.75 falls to slice 6
     vol = np.asarray(slice_volume(crop, 8, float_steps))
     assert vol[0, 6, 6].sum() == 0 and vol[0, 6, 7, 7] == 1 and vol[0, 5, 5, 6] == 1 and vol.sum() == 6
+
+
+def _bar(degrees, size=64, length=24.0, width=2.2):
+    """A crop with a bar of hand pixels through its middle, pointing ``degrees`` clockwise from up."""
+    mid = (size - 1) / 2.0
+    v, u = np.mgrid[0:size, 0:size] - mid
+    t = np.radians(degrees)
+    along, across = u * np.sin(t) - v * np.cos(t), u * np.cos(t) + v * np.sin(t)
+    crop = np.full((size, size), BACKGROUND, np.float32)
+    crop[(np.abs(along) <= length) & (np.abs(across) <= width)] = 0.1
+    return crop
+
+
+@pytest.mark.parametrize("degrees, axis, turn", [(0, 0, 0), (30, 30, -30), (-60, -60, -30), (90, 90, 0),
+                                                 (135, -45, 45), (-20, -20, 20), (100, -80, -10)])
+def test_principal_angle_and_the_upright_turn_of_a_bar(degrees, axis, turn):
+    crop = _bar(degrees)
+    assert principal_angle(crop) == pytest.approx(axis, abs=1.0)
+    assert upright_turn(crop) == pytest.approx(turn, abs=1.0)
+    # turned by it, the bar lies on a crop axis
+    assert abs((principal_angle(turn_crop(crop, upright_turn(crop))) + 45) % 90 - 45) < 1.5
+
+
+def test_no_hand_pixels_no_angle_no_turn():
+    empty = np.full((32, 32), BACKGROUND, np.float32)
+    assert principal_angle(empty) is None and upright_turn(empty) == 0.0
+
+
+def test_turn_crop_moves_each_pixel_by_the_hand_computed_rotation():
+    crop = np.full((64, 64), BACKGROUND, np.float32)
+    crop[10, 40] = -0.5  # (u, v) from the middle 31.5: (8.5, -21.5)
+    turned = turn_crop(crop, 90.0)  # clockwise as shown: (u, v) -> (-v, u) = (21.5, 8.5)
+    assert turned[40, 53] == -0.5 and (turned < BACKGROUND).sum() == 1
+    np.testing.assert_allclose(turn_matrix(90.0) @ [0.0, -1.0], [1.0, 0.0], atol=1e-12)  # up -> right
+    np.testing.assert_array_equal(turn_crop(crop, 0.0), crop)
+    # a full crop turned by 45 degrees: its corners come from outside and are background
+    corners = turn_crop(np.zeros((64, 64), np.float32), 45.0)
+    assert corners[0, 0] == corners[63, 63] == BACKGROUND and corners[31, 31] == 0.0
+
+
+def test_turn_joints_back_undoes_the_pixel_turn_at_each_joints_depth(rng):
+    cube, centre, size = np.array([300.0] * 3), np.array([250.0, 300.0, 600.0]), 64
+    t = crop_transform(centre, cube, NYU_CAMERA, size)
+    mid = (size - 1) / 2
+    pixels = rng.uniform(0, size - 1, (10, 2))  # crop pixels of ten joints, each at its own depth
+    depths = rng.uniform(480, 720, 10)
+
+    def joints_at(px):
+        uv = np.stack([(px[:, 0] - t[0, 2]) / t[0, 0], (px[:, 1] - t[1, 2]) / t[1, 1]], -1)
+        return NYU_CAMERA.uvd_to_xyz(np.concatenate([uv, depths[:, None]], -1))
+
+    for degrees in (37.0, -45.0, 12.5):
+        turned = (pixels - mid) @ turn_matrix(degrees).T + mid  # where turn_crop moves those pixels
+        back = turn_joints_back(joints_at(turned), degrees, centre, cube, NYU_CAMERA, size)
+        np.testing.assert_allclose(back, joints_at(pixels), atol=1e-9)
+        np.testing.assert_allclose(back[:, 2], depths)  # depth is kept
+    np.testing.assert_allclose(turn_joints_back(joints_at(pixels), 0.0, centre, cube, NYU_CAMERA, size),
+                               joints_at(pixels), atol=1e-9)

@@ -9,7 +9,8 @@ from conftest import real_frames_camera
 from keras_cadstn.camera import NYU_CAMERA, Camera
 from keras_cadstn.config import SynthConfig
 from keras_cadstn.data.frames import NYU_EVAL_JOINTS
-from keras_cadstn.data.preprocessing import hand_center, preprocess_frame
+from keras_cadstn.data.preprocessing import (centre_motion, hand_center, joints_to_mm, preprocess_frame, turn_crop,
+                                             turn_joints_back, turn_matrix, upright_turn)
 from keras_cadstn.data.synthetic import SequenceRenderer
 from keras_cadstn.errors import DataError
 from keras_cadstn.export.tracker import export_for_tracker
@@ -39,10 +40,10 @@ def test_tracker_centres_the_crop_as_the_bundles_records_were(tiny_bundle, frame
     depth, joints = frames[0]
     ref = NYU_CAMERA.xyz_to_uvd(joints[PALM])
     crop, info = preprocess_frame(depth, ref, half.spec.cube, NYU_CAMERA, 32, centre_scale=0.5)
-    result = HandTracker(half).update(depth, center_uvd=ref)
+    result = HandTracker(half, upright=False).update(depth, center_uvd=ref)  # the crop as it is cut, not turned
     np.testing.assert_allclose(result.center_uvd, info.center_uvd)
     np.testing.assert_array_equal(result.crop, crop)
-    whole = HandTracker(tiny_bundle).update(depth, center_uvd=ref)
+    whole = HandTracker(tiny_bundle, upright=False).update(depth, center_uvd=ref)
     assert np.linalg.norm(whole.center_uvd[:2] - result.center_uvd[:2]) > 1.0  # the setting is used
 
 
@@ -53,7 +54,7 @@ def test_tracker_equals_the_clip_model_given_the_labelled_centre(tiny_bundles, f
     (and, for a temporal network that reads it, the centres' motion)."""
     tiny_bundle = tiny_bundles[options]
     centre_motion = tiny_bundle.config.centre_motion
-    tracker = HandTracker(tiny_bundle)
+    tracker = HandTracker(tiny_bundle, upright=False)  # the training crops as cut (the turn: its own test)
     cam, cube = NYU_CAMERA, tiny_bundle.spec.cube
     crops, centres, outs = [], [], []
     for depth, joints in frames[:4]:
@@ -156,6 +157,35 @@ def test_tracker_follows_the_reference_joint_it_predicted(tiny_bundle, frames):
     assert second.mode == "tracked"
     np.testing.assert_allclose(second.center_uvd, expected)
     assert tracker.tracked == 1
+
+
+def test_upright_turns_the_crop_the_motion_and_the_joints_back(tiny_bundles, frames):
+    """``upright``: the networks see the crop turned by ``upright_turn`` and the centre's motion
+    turned with it; the joints they predict are turned back into the frame. Checked against the
+    step model run by hand on those inputs, over two frames (the state carried)."""
+    tiny_bundle = tiny_bundles["ours"]  # a temporal network that reads the centre's motion
+    assert "centre_motion" in [t.name for t in tiny_bundle.step_model().inputs]
+    cam, cube, size = NYU_CAMERA, tiny_bundle.spec.cube, tiny_bundle.image_size
+    pair = (frames[0], frames[5])  # five frames apart: the centre moves enough for the motion input to matter
+    centres = [cam.xyz_to_uvd(joints[PALM]) for _, joints in pair]
+    plain, up = HandTracker(tiny_bundle, upright=False), HandTracker(tiny_bundle, upright=True)
+    h = c = np.zeros((1, tiny_bundle.config.lstm_units), np.float32)
+    motion, seen_before = np.zeros((1, 3), np.float32), None
+    for i, centre in enumerate(centres):
+        seen, got = plain.update(pair[i][0], center_uvd=centre), up.update(pair[i][0], center_uvd=centre)
+        turn = upright_turn(seen.crop)
+        assert abs(turn) > 1.0  # the synthetic hand is not on a crop axis: the turn is used
+        np.testing.assert_array_equal(got.crop, turn_crop(seen.crop, turn))
+        if seen_before is not None:
+            moved = centre_motion([cam.uvd_to_xyz(c) for c in (seen_before.center_uvd, seen.center_uvd)], cube)[1:]
+            assert np.abs(moved).max() > 0.01
+            motion = np.concatenate([moved[:, :2] @ turn_matrix(turn).T, moved[:, 2:]], 1).astype(np.float32)
+        joints, h, c = up.step(got.crop[None, :, :, None], h, c, motion)
+        expected = turn_joints_back(joints_to_mm(np.asarray(joints)[0], cam.uvd_to_xyz(seen.center_uvd), cube), turn,
+                                    seen.center_uvd, cube, cam, size)
+        np.testing.assert_allclose(got.joints_mm, expected, atol=1e-4)
+        assert np.abs(got.joints_mm - seen.joints_mm).max() > 0.1  # and it changes the prediction
+        seen_before = seen
 
 
 def test_no_hand_resets_the_state_then_recovers(tiny_bundle, frames):
