@@ -2,6 +2,7 @@
 keras_cadstn/assets/presets/NAME/ with its model card.
 
     python tools/train_preset.py cadstn_synthetic_64 [--workdir DIR] [--out DIR] [--picture PNG]
+    python tools/train_preset.py cadstn_synthetic_64 --remeasure   # the shipped preset's card, re-measured
     python tools/train_preset.py cadstn_synthetic_128     # the same at 128x128: for a GPU (untrained here)
 
 Every stage of the main job (synthetic data, records, the five CADSTN stages, the centre refiner,
@@ -25,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 from keras_cadstn import presets  # noqa: E402
 from keras_cadstn.config import PRESET_NAMES, REAL_FRAMES, preset  # noqa: E402
 from keras_cadstn.data.real_frames import read_annotated_frames  # noqa: E402
-from keras_cadstn.demo import demo_splits, run_demo  # noqa: E402
+from keras_cadstn.demo import demo_splits, prepare_records, run_demo  # noqa: E402
 from keras_cadstn.export.accuracy import tracker_errors  # noqa: E402
 from keras_cadstn.export.tracker import export_for_tracker  # noqa: E402
 from keras_cadstn.models.bundle import load_bundle  # noqa: E402
@@ -52,9 +53,9 @@ def train(recipe) -> str:
     return bundle
 
 
-def real_frames(bundle, refine=None) -> dict:
+def real_frames(bundle, refine=None, upright=None) -> dict:
     frames = read_annotated_frames(REAL_FRAMES)
-    tracker = HandTracker(bundle.with_camera(frames[0].camera), refine=refine)
+    tracker = HandTracker(bundle.with_camera(frames[0].camera), refine=refine, upright=upright)
     return {c: summarise_real_frames([real_frame_errors(tracker, f, c) for f in frames]) for c in ("localiser", "palm")}
 
 
@@ -100,17 +101,20 @@ def picture(bundle, path: str, half: int = 110) -> str:
     return path
 
 
-def measure(recipe, source: str, out: str) -> dict:
+def measure(recipe, source: str | None, out: str) -> dict:
     """The card's figures: the preset against the float32 bundle it was packed from (the storage's
-    cost), its tracker on the synthetic test split and on the annotated real frames, its latency."""
-    bundle, full = presets.load_preset(out), load_bundle(source)
+    cost; ``source`` None: kept from the card packed with it), its tracker (as ``cadstn track``
+    runs it, and without the upright turn) on the synthetic test split and on the annotated real
+    frames, its latency."""
+    bundle = presets.load_preset(out)
     test = demo_splits(recipe.job)["test"]
     synthetic = tracker_errors(bundle, test)
     real, refined = real_frames(bundle), real_frames(bundle, refine=True) if bundle.refiner is not None else None
     rows = ("labelled", "localiser")  # the preset's own figures above serve as its float16 row
-    storage = {"float32": {"synthetic_test": tracker_errors(full, test, rows=rows),
-                           "real_frames": real_frames(full)["localiser"]},
-               "float16": {"synthetic_test": {r: synthetic[r] for r in rows}, "real_frames": real["localiser"]}}
+    storage = presets.card_figures(out)["storage"] if source is None else {
+        "float32": {"synthetic_test": tracker_errors(load_bundle(source), test, rows=rows),
+                    "real_frames": real_frames(load_bundle(source))["localiser"]},
+        "float16": {"synthetic_test": {r: synthetic[r] for r in rows}, "real_frames": real["localiser"]}}
     with np.load(os.path.join(out, presets.WEIGHTS)) as npz:
         float32_mb = sum(npz[k].size for k in npz.files) * 4 / 1e6
     return {"name": recipe.name, "version": recipe.version, "size_mb": presets.preset_size_mb(out),
@@ -119,7 +123,8 @@ def measure(recipe, source: str, out: str) -> dict:
             "synthetic_no_hand_frames": {row: r["no_hand_frames"] for row, r in synthetic.items()},
             "synthetic_frames": len(test.frames),
             "real_frames": {"label-free": real["localiser"], "annotated palm": real["palm"],
-                            **({"label-free + refiner": refined["localiser"]} if refined else {})},
+                            **({"label-free + refiner": refined["localiser"]} if refined else {}),
+                            "label-free, upright off": real_frames(bundle, upright=False)["localiser"]},
             "latency_ms": {"keras": latency_ms(bundle, test, "keras"),
                            "tflite dynamic_int8": latency_ms(bundle, test, "tflite", "dynamic_int8")},
             "cpu": f"{os.cpu_count()} cores"}
@@ -176,11 +181,12 @@ generates: no NYU, ICVL or other recorded data inside.
 ## Storage
 Weights in float16, each distinct array once: {f['size_mb']:.1f} MB in all ({f['float32_mb']:.1f} MB in float32,
 beyond what the package may ship). What float16 costs, measured against the float32 bundle it was packed from
-(float16 minus float32): {cost['labelled']:+.2f} mm on the synthetic test split from the labelled centre,
+when it was packed (float16 minus float32): {cost['labelled']:+.2f} mm on the synthetic test split from the labelled centre,
 {cost['localiser']:+.2f} mm label-free, {real_cost:+.1f} mm joint median on the real frames.
 
 ## Accuracy
-Synthetic test split ({f['synthetic_frames']} raw frames, each sequence streamed through the tracker):
+The tracker as `cadstn track` runs it: each crop turned so the hand's axis lies on a crop axis (`--upright on`),
+the centre refiner off unless a row says so. Synthetic test split ({f['synthetic_frames']} raw frames, each sequence streamed through the tracker):
 
 | hand centre from | mean joint error (mm) | frames without a hand |
 |---|---|---|
@@ -220,13 +226,19 @@ def main(argv=None):
     p.add_argument("--workdir", help="where the data and the runs go (default: the cache folder)")
     p.add_argument("--out", help="the preset folder to write (default: keras_cadstn/assets/presets/NAME)")
     p.add_argument("--no-card", action="store_true", help="pack without measuring (the card is not written)")
+    p.add_argument("--remeasure", action="store_true", help="no training: measure the packed preset again with this "
+                   "version's tracker and rewrite its card (the float16 cost kept from when it was packed)")
     p.add_argument("--picture", help="also draw the real frames tracked by the preset into this PNG "
                                      "(the README's: docs/images/preset_real_frames.png)")
     args = p.parse_args(argv)
     start = time.time()
     recipe = preset(args.name, args.workdir)
-    source = train(recipe)
-    out = presets.write_preset(args.out or presets.shipped_path(args.name), load_bundle(source), recipe)
+    if args.remeasure:  # the synthetic test split is generated into the workdir where it is not there
+        out, source = args.out or presets.shipped_path(args.name), None
+        prepare_records(recipe.job)
+    else:
+        source = train(recipe)
+        out = presets.write_preset(args.out or presets.shipped_path(args.name), load_bundle(source), recipe)
     if not args.no_card:
         figures = measure(recipe, source, out)
         presets.write_card(out, card(recipe, figures), figures)

@@ -316,3 +316,20 @@ def test_turn_joints_back_undoes_the_pixel_turn_at_each_joints_depth(rng):
         np.testing.assert_allclose(back[:, 2], depths)  # depth is kept
     np.testing.assert_allclose(turn_joints_back(joints_at(pixels), 0.0, centre, cube, NYU_CAMERA, size),
                                joints_at(pixels), atol=1e-9)
+
+
+def test_turn_crop_reads_each_pixel_from_the_rounded_inverse_turn(rng):
+    """Every pixel of the turned crop is the source pixel nearest to R^T (its position), background
+    where that falls outside: the definition, computed here pixel by pixel."""
+    crop = rng.uniform(-1, 1, (32, 32)).astype(np.float32)
+    mid = 15.5
+    for degrees in (17.0, -38.5, 44.0):
+        r = turn_matrix(degrees)
+        expected = np.full_like(crop, BACKGROUND)
+        for row in range(32):
+            for col in range(32):
+                u, v = r.T @ [col - mid, row - mid]
+                c, w = int(np.rint(u + mid)), int(np.rint(v + mid))
+                if 0 <= c < 32 and 0 <= w < 32:
+                    expected[row, col] = crop[w, c]
+        np.testing.assert_array_equal(turn_crop(crop, degrees), expected)
