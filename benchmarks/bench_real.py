@@ -7,7 +7,7 @@ palm. With ``--workdir`` the same tracker's error on that demo workdir's synthet
 printed beside it, so that no real-frame gain is paid for silently on synthetic data.
 
 Run: python benchmarks/bench_real.py --bundle ~/.cache/keras_cadstn/demo/bundle | --preset NAME [--frames DIR]
-     [--workdir ~/.cache/keras_cadstn/demo] [--upright on|off] [--refiner] [--out DIR]
+     [--workdir ~/.cache/keras_cadstn/demo] [--upright auto|on|off] [--refiner] [--out DIR]
 """
 import os
 import sys
@@ -43,7 +43,7 @@ def real_table(bundle, frames, refine=None, upright=None) -> tuple:
 def main(args):
     bundle = load_bundle(args.bundle) if args.bundle else load_preset(args.preset)
     frames = read_annotated_frames(args.frames)
-    upright = {"on": True, "off": False}[args.upright]
+    upright = {"auto": None, "on": True, "off": False}[args.upright]
     rows, summaries = real_table(bundle, frames, refine=True if args.refiner else None, upright=upright)
     print(f"Real frames of {args.frames} ({len(frames)}), {'bundle ' + args.bundle if args.bundle else 'preset ' + args.preset}"
           f"{' with its centre refiner' if args.refiner else ''}, upright {args.upright}; mm at the palm's depth:\n")
@@ -74,6 +74,6 @@ if __name__ == "__main__":
     p.add_argument("--workdir", help="a cadstn demo workdir: also its synthetic test split's label-free error")
     p.add_argument("--refiner", action="store_true", help="the tracker with the bundle's centre refiner, whether or "
                    "not its config turns it on by default")
-    p.add_argument("--upright", choices=("on", "off"), default="on", help="turn crops so the hand's axis lies on a "
-                   "crop axis (HandTracker's upright; default on, as cadstn track)")
+    p.add_argument("--upright", choices=("auto", "on", "off"), default="auto", help="turn crops so the hand's axis "
+                   "lies on a crop axis (HandTracker's upright; auto: as cadstn track)")
     common.run("bench_real", main, p)

@@ -257,9 +257,9 @@ def _track(t):
                                     "camera.json)")
     t.add_argument("--refiner", choices=("auto", "on", "off"), default="auto",
                    help="the bundle's centre refiner: auto (on where the bundle says it helps on real frames), on, off")
-    t.add_argument("--upright", choices=("on", "off"), default="on",
+    t.add_argument("--upright", choices=("auto", "on", "off"), default="auto",
                    help="turn each crop so the hand's axis lies on the crop's nearest axis before the networks see it "
-                        "(default on: measured on real frames, docs/decisions.md)")
+                        "(auto: on for NYU-layout bundles, trained with the paper's turned copies; docs/decisions.md)")
     t.add_argument("--detector", default="learned",
                    help="how the hand is found where there is no previous frame: 'learned' (default: the "
                         "bundle's own hand detector, else the package's), 'geometric' (no network), or a trained "

@@ -49,6 +49,7 @@ def cmd_convert(args):
 
 
 FINE_TUNED = ("spatial", "temporal", "fusion")  # what a fine-tuned tracker runs (the others are ablations)
+AUTO_ON_OFF = {"auto": None, "on": True, "off": False}  # a tracker option: None leaves it to the bundle
 
 
 def cmd_train(args):
@@ -141,7 +142,7 @@ def cmd_track(args):
     with open_source(args.source, parse_camera(args.camera) if args.camera is not None else None) as source:
         bundle = bundle.with_camera(source.camera)
         tracker = HandTracker(bundle, backend=args.backend, precision=args.precision, localiser=localiser,
-                              refine={"auto": None, "on": True, "off": False}[args.refiner], upright=args.upright == "on",
+                              refine=AUTO_ON_OFF[args.refiner], upright=AUTO_ON_OFF[args.upright],
                               fc_rank=args.fc_rank, **export_for_tracker(bundle, args.backend, args.precision,
                                                                          fc_rank=args.fc_rank))
         stats = track_stream(tracker, source, jsonl=args.jsonl, video=args.video, show=args.show,

@@ -130,6 +130,13 @@ def test_track_without_a_bundle_uses_the_default_preset(tmp_path, cache, capsys)
     assert len(lines) == 8 and all(len(line["joints_mm"]) == 14 for line in lines if line["found"])
     assert sum(line["found"] for line in lines) >= 1
     assert os.path.isdir(os.path.join(str(cache), "presets"))
+    # --upright: auto is on for the preset (an NYU-layout bundle); off tracks the crops as cut
+    joints = {}
+    for choice in ("on", "off"):
+        path = tmp_path / f"{choice}.jsonl"
+        assert cli.main(["track", "--source", f"pngs:{REAL_FRAMES}", "--jsonl", str(path), "--upright", choice]) == 0
+        joints[choice] = [json.loads(line)["joints_mm"] for line in open(path)]
+    assert joints["on"] == [line["joints_mm"] for line in lines] and joints["off"] != joints["on"]
 
 
 @pytest.mark.slow

@@ -72,9 +72,10 @@ def make_runner(bundle, which: str = "step", backend: str = "keras", precision: 
 # ours: tracked frames between the detector's checks that the tracked point is still a hand (a hand
 # that left the view, a crop that slid onto the body); one 32x32 pass each time; 4: validation, decisions.md
 VERIFY_EVERY = 4
-# ours: turn each crop so the hand's axis lies on the nearest crop axis, where the training hands point:
-# on the 8 real frames 28.1 -> 17.6 mm (median) for +0.6 mm on synthetic validation (decisions.md)
-UPRIGHT = True
+# ours: turn each crop so the hand's axis lies on the nearest crop axis, where the training hands point
+# (8 real frames: 28.1 -> 17.6 mm median; decisions.md); by default for the datasets whose recipe
+# trains with the paper's +-90/180 degree copies (NYU's; ICVL's has none: a sideways axis is new to it)
+UPRIGHT_DATASETS = ("nyu",)
 
 class HandTracker:
     """Feed raw depth frames (the sensor's full image, in the bundle camera's depth unit).
@@ -88,8 +89,8 @@ class HandTracker:
     ``centre_step``: the centre of mass around the refined joint looks at every centre_step-th pixel
     in both its passes (1: the last at full resolution, as the training crops' centre).
     ``upright``: turn each crop so that the hand's principal axis lies on the crop's nearest axis
-    before the networks see it, and the joints back (``preprocessing.upright_turn``); default
-    ``UPRIGHT``.
+    before the networks see it, and the joints back (``preprocessing.upright_turn``); default: on
+    for bundles of ``UPRIGHT_DATASETS``.
 
     >>> tracker = HandTracker(load_bundle("bundle"), backend="tflite")
     >>> result = tracker.update(depth)   # result.joints_mm: (K, 3), or result.found False
@@ -119,7 +120,7 @@ class HandTracker:
         # ours: None carries the LSTM state for the whole stream; an int restarts it every N frames
         # (the temporal network was trained on clips of T; track_split reports which was used)
         self.reset_every = reset_every
-        self.upright = UPRIGHT if upright is None else bool(upright)
+        self.upright = bundle.spec.name in UPRIGHT_DATASETS if upright is None else bool(upright)
         self.frames = 0
         self.reset()
 

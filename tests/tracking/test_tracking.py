@@ -8,7 +8,7 @@ from conftest import real_frames_camera
 
 from keras_cadstn.camera import NYU_CAMERA, Camera
 from keras_cadstn.config import SynthConfig
-from keras_cadstn.data.frames import NYU_EVAL_JOINTS
+from keras_cadstn.data.frames import ICVL, NYU_EVAL_JOINTS
 from keras_cadstn.data.preprocessing import (centre_motion, hand_center, joints_to_mm, preprocess_frame, turn_crop,
                                              turn_joints_back, turn_matrix, upright_turn)
 from keras_cadstn.data.synthetic import SequenceRenderer
@@ -186,6 +186,9 @@ def test_upright_turns_the_crop_the_motion_and_the_joints_back(tiny_bundles, fra
         np.testing.assert_allclose(got.joints_mm, expected, atol=1e-4)
         assert np.abs(got.joints_mm - seen.joints_mm).max() > 0.1  # and it changes the prediction
         seen_before = seen
+    # on by default for NYU-layout bundles (trained with the paper's turned copies), off for ICVL's
+    icvl = dataclasses.replace(tiny_bundle, spec=ICVL)
+    assert HandTracker(tiny_bundle).upright and not HandTracker(icvl).upright and HandTracker(icvl, upright=True).upright
 
 
 def test_no_hand_resets_the_state_then_recovers(tiny_bundle, frames):
