@@ -197,14 +197,17 @@ def turn_crop(crop, degrees: float) -> np.ndarray:
 def turn_joints_back(joints_xyz, degrees: float, center_uvd, cube, camera: Camera, size: int) -> np.ndarray:
     """Joints (K, 3) mm predicted on a crop turned by ``degrees`` (``turn_crop``) as joints of the
     unturned frame: each joint's crop pixel turned back about the crop's middle, at its own depth
-    (exact for the crop's perspective, as the training augmentation)."""
-    joints_xyz = np.asarray(joints_xyz, np.float64)
+    (exact for the crop's perspective, as the training augmentation). A joint predicted at or behind
+    the camera has no pixel and is returned as it is."""
+    joints_xyz = np.array(joints_xyz, np.float64)
     t, mid = crop_transform(center_uvd, np.asarray(cube, np.float64), camera, size), (size - 1) / 2.0
-    uvd = camera.xyz_to_uvd(joints_xyz)
+    seen = joints_xyz[:, 2] > 0
+    uvd = camera.xyz_to_uvd(joints_xyz[seen])
     turned = np.stack([t[0, 0] * uvd[:, 0] + t[0, 2], t[1, 1] * uvd[:, 1] + t[1, 2]], -1) - mid
     back = turned @ turn_matrix(degrees) + mid  # R^T
     uv = np.stack([(back[:, 0] - t[0, 2]) / t[0, 0], (back[:, 1] - t[1, 2]) / t[1, 1]], -1)
-    return camera.uvd_to_xyz(np.concatenate([uv, uvd[:, 2:]], -1))
+    joints_xyz[seen] = camera.uvd_to_xyz(np.concatenate([uv, uvd[:, 2:]], -1))
+    return joints_xyz
 
 
 def normalize_joints(joints_xyz, center_xyz, cube) -> np.ndarray:

@@ -316,6 +316,13 @@ def test_turn_joints_back_undoes_the_pixel_turn_at_each_joints_depth(rng):
         np.testing.assert_allclose(back[:, 2], depths)  # depth is kept
     np.testing.assert_allclose(turn_joints_back(joints_at(pixels), 0.0, centre, cube, NYU_CAMERA, size),
                                joints_at(pixels), atol=1e-9)
+    # a joint predicted behind the camera has no pixel: returned as it is, the others turned
+    behind = joints_at(pixels)
+    behind[3] = [10.0, -20.0, -5.0]
+    got = turn_joints_back(behind, 37.0, centre, cube, NYU_CAMERA, size)
+    np.testing.assert_array_equal(got[3], behind[3])
+    np.testing.assert_allclose(np.delete(got, 3, 0), np.delete(
+        turn_joints_back(joints_at(pixels), 37.0, centre, cube, NYU_CAMERA, size), 3, 0), atol=1e-9)
 
 
 def test_turn_crop_reads_each_pixel_from_the_rounded_inverse_turn(rng):
