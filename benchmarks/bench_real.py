@@ -17,6 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from keras_cadstn.commands import AUTO_ON_OFF  # noqa: E402
 from keras_cadstn.config import REAL_FRAMES  # noqa: E402
 from keras_cadstn.data.metrics import per_frame_error  # noqa: E402
 from keras_cadstn.data.real_frames import JOINTS, read_annotated_frames  # noqa: E402
@@ -43,7 +44,7 @@ def real_table(bundle, frames, refine=None, upright=None) -> tuple:
 def main(args):
     bundle = load_bundle(args.bundle) if args.bundle else load_preset(args.preset)
     frames = read_annotated_frames(args.frames)
-    upright = {"auto": None, "on": True, "off": False}[args.upright]
+    upright = AUTO_ON_OFF[args.upright]
     rows, summaries = real_table(bundle, frames, refine=True if args.refiner else None, upright=upright)
     print(f"Real frames of {args.frames} ({len(frames)}), {'bundle ' + args.bundle if args.bundle else 'preset ' + args.preset}"
           f"{' with its centre refiner' if args.refiner else ''}, upright {args.upright}; mm at the palm's depth:\n")

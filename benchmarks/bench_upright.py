@@ -2,8 +2,8 @@
 hand's principal axis lies on the nearest crop axis, against crops as cut.
 
 Per bundle: the annotated real frames (label-free, each frame's mean fingertip and wrist error,
-paired on/off); with ``--workdir`` a split of that demo or preset workdir (labelled centre and
-label-free, streaming); with ``--scene-frames N`` synthetic scenes with a person in view (each of
+paired on/off); with ``--workdir`` a split of a preset recipe's workdir (its split sizes; labelled
+centre and label-free, streaming); with ``--scene-frames N`` synthetic scenes with a person in view (each of
 ``SCENES``, 6 sequences of N frames, generated once into the cache, labelled centre). Over all
 bundles, the real frames' per-frame difference with a bootstrap 95% interval.
 
@@ -88,8 +88,8 @@ if __name__ == "__main__":
     p = common.parser(__doc__)
     p.add_argument("--bundles", nargs="+", default=["preset:cadstn_synthetic_64"],
                    help="bundle folders, or preset:NAME for a shipped preset")
-    p.add_argument("--workdir", help="a demo or preset workdir (its synthetic_world.json and data; the preset "
-                   "recipe's split sizes)")
+    p.add_argument("--workdir", help="a preset recipe's workdir (its synthetic_world.json and data; "
+                   "tools/train_preset.py NAME --remeasure --workdir DIR makes one without training)")
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--scene-frames", type=int, default=0, help="frames per sequence of the person scenes (0: none)")
     common.run("bench_upright", main, p)

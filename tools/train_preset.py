@@ -111,9 +111,9 @@ def measure(recipe, source: str | None, out: str) -> dict:
     synthetic = tracker_errors(bundle, test)
     real, refined = real_frames(bundle), real_frames(bundle, refine=True) if bundle.refiner is not None else None
     rows = ("labelled", "localiser")  # the preset's own figures above serve as its float16 row
-    storage = presets.card_figures(out)["storage"] if source is None else {
-        "float32": {"synthetic_test": tracker_errors(load_bundle(source), test, rows=rows),
-                    "real_frames": real_frames(load_bundle(source))["localiser"]},
+    full = load_bundle(source) if source is not None else None
+    storage = presets.card_figures(out)["storage"] if full is None else {
+        "float32": {"synthetic_test": tracker_errors(full, test, rows=rows), "real_frames": real_frames(full)["localiser"]},
         "float16": {"synthetic_test": {r: synthetic[r] for r in rows}, "real_frames": real["localiser"]}}
     with np.load(os.path.join(out, presets.WEIGHTS)) as npz:
         float32_mb = sum(npz[k].size for k in npz.files) * 4 / 1e6

@@ -156,12 +156,12 @@ def principal_angle(crop) -> float | None:
     """The in-plane direction of the hand in a normalised crop: the principal axis of the positions
     of its pixels in front of the background, in degrees within (-90, 90] from the crop's vertical,
     positive towards +u (clockwise as shown); None with fewer than 3 such pixels."""
-    hand = (np.asarray(crop) < HAND_LIMIT).ravel()
+    crop = np.asarray(crop)
+    hand = (crop < HAND_LIMIT).ravel()
     n = int(np.count_nonzero(hand))
     if n < 3:
         return None
-    grid = _centred_grid(np.asarray(crop).shape[0])
-    uv = grid.reshape(-1, 2)[hand]  # the second moments of the hand pixels' positions
+    uv = _centred_grid(crop.shape[0]).reshape(-1, 2)[hand]  # the second moments of the hand pixels' positions
     mean = uv.mean(0)
     cov = (uv.T @ uv) / n - np.outer(mean, mean)
     a, b = np.linalg.eigh(cov)[1][:, -1]  # the larger eigenvalue's axis: (u, v) components
